@@ -1,0 +1,238 @@
+"""Extractive-QA datamodule: any MRC format in, doc-stride features out, optional curriculum order."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from datamodules.mrc_features import (
+    DataCollatorForQA,
+    build_eval_features,
+    build_train_features,
+    cached_features,
+)
+from datamodules.mrc_formats import MRCExample, load_mrc_examples
+from datamodules.samplers import CurriculumSampler, SeededShuffleSampler
+
+log = logging.getLogger(__name__)
+
+DIFFICULTY_KEYS = {
+    "context_length": lambda ex: len(ex["context"]),
+    "question_length": lambda ex: len(ex["question"]),
+    "answer_start": lambda ex: min((a["answer_start"] for a in ex["answers"]), default=0),
+}
+
+
+class FeatureTable(Dataset):
+    """Column-oriented features held in memory: row access without Arrow overhead per step."""
+
+    def __init__(self, columns: Mapping[str, list[Any]], keys: Sequence[str]) -> None:
+        self.columns = {key: columns[key] for key in keys if key in columns}
+        self.length = len(next(iter(self.columns.values()))) if self.columns else 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {key: column[index] for key, column in self.columns.items()}
+
+    def lengths(self) -> list[int]:
+        """Token count of every feature (before padding), for length-grouped batches."""
+        return [len(ids) for ids in self.columns["input_ids"]]
+
+
+@dataclass
+class EvalSet:
+    """Examples of one evaluation split plus what span decoding needs for each feature."""
+
+    examples: list[MRCExample]
+    example_index: list[int]
+    offset_mapping: list[list[list[int]]]
+    features: FeatureTable
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def examples_by_id(self) -> dict[str, MRCExample]:
+        return {ex["id"]: ex for ex in self.examples}
+
+
+class MRCDataModule(LightningDataModule):
+    """SQuAD/KorQuAD JSON, KLUE-MRC and ``save_to_disk`` data, read once into one record type.
+
+    ``curriculum.name``: ``none`` shuffles; ``length`` orders training features by a difficulty key
+    (``context_length`` by default, ascending) without shuffling, for every epoch or for the first
+    ``curriculum.ordered_epochs`` epochs.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        train_file: str | None = None,
+        validation_file: str | None = None,
+        test_file: str | None = None,
+        train_split: str | None = "train",
+        validation_split: str | None = "validation",
+        test_split: str | None = None,
+        max_seq_length: int = 384,
+        doc_stride: int = 128,
+        max_query_length: int = 64,
+        batch_size: int = 16,
+        eval_batch_size: int = 64,
+        num_workers: int = 0,
+        pad_to_multiple_of: int | None = None,
+        normalize: str | None = None,
+        curriculum: Mapping[str, Any] | None = None,
+        group_by_length: bool = False,
+        seed: int = 0,
+        cache_dir: str | None = None,
+        max_train_examples: int | None = None,
+        max_eval_examples: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.files = {"train": train_file, "validation": validation_file, "test": test_file}
+        self.splits = {"train": train_split, "validation": validation_split, "test": test_split}
+        self.feature_settings = {
+            "max_seq_length": max_seq_length,
+            "doc_stride": doc_stride,
+            "max_query_length": max_query_length,
+        }
+        self.batch_size = batch_size  # attribute name the batch-size finder scales
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.normalize = normalize
+        self.curriculum = dict(curriculum or {"name": "none"})
+        self.group_by_length = group_by_length
+        self.seed = seed
+        self.cache_dir = cache_dir
+        self.limits = {"train": max_train_examples, "validation": max_eval_examples, "test": max_eval_examples}
+        self.train_features: FeatureTable | None = None
+        self.train_difficulty: list[float] = []
+        self._eval_sets: dict[str, EvalSet] = {}
+        self._given: dict[str, list[MRCExample]] = {}
+
+    # ------------------------------------------------------------------ loading
+
+    def provide_examples(self, split: str, examples: list[MRCExample]) -> None:
+        """Use these records for ``split`` instead of reading a file (open-domain QA builds them)."""
+        self._given[split] = list(examples)
+        self._eval_sets.pop(split, None)
+
+    def load_examples(self, split: str, require_answers: bool) -> list[MRCExample]:
+        if split in self._given:
+            return self._given[split]
+        path = self.files[split]
+        if not path:
+            raise ValueError(f"datamodule.{split}_file is not set: give the path of the {split} data.")
+        examples = load_mrc_examples(
+            path, require_answers=require_answers, split=self.splits[split], normalize=self.normalize
+        )
+        limit = self.limits[split]
+        return examples[:limit] if limit else examples
+
+    def _build(self, builder: Any, examples: list[MRCExample]) -> dict[str, list[Any]]:
+        dataset = cached_features(builder, examples, self.tokenizer, self.cache_dir, **self.feature_settings)
+        return dataset.to_dict()
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit") and self.train_features is None:
+            self._setup_train()
+        if stage in (None, "fit", "validate") and "validation" not in self._eval_sets:
+            self._setup_eval("validation", require_answers=True)
+        if stage in ("test",) and "test" not in self._eval_sets:
+            self._setup_eval("test", require_answers=True)
+        if stage == "predict" and "test" not in self._eval_sets:
+            self._setup_eval("test", require_answers=False)
+
+    def _setup_train(self) -> None:
+        examples = self.load_examples("train", require_answers=True)
+        columns = self._build(build_train_features, examples)
+        keys = ("input_ids", "attention_mask", "token_type_ids", "start_positions", "end_positions")
+        self.train_features = FeatureTable(columns, keys)
+        key = self.curriculum.get("key", "context_length")
+        if key not in DIFFICULTY_KEYS:
+            raise ValueError(
+                f"datamodule.curriculum.key={key!r} is unknown: choose one of {sorted(DIFFICULTY_KEYS)}."
+            )
+        per_example = [DIFFICULTY_KEYS[key](ex) for ex in examples]
+        self.train_difficulty = [per_example[i] for i in columns["example_index"]]
+        log.info("train: %d examples -> %d features", len(examples), len(self.train_features))
+
+    def _setup_eval(self, split: str, require_answers: bool) -> None:
+        examples = self.load_examples(split, require_answers=require_answers)
+        columns = self._build(build_eval_features, examples)
+        columns["feature_index"] = list(range(len(columns["input_ids"])))
+        keys = ("input_ids", "attention_mask", "token_type_ids", "context_mask", "feature_index")
+        self._eval_sets[split] = EvalSet(
+            examples=examples,
+            example_index=columns["example_index"],
+            offset_mapping=columns["offset_mapping"],
+            features=FeatureTable(columns, keys),
+        )
+        log.info("%s: %d examples -> %d features", split, len(examples), len(columns["input_ids"]))
+
+    def eval_set(self, split: str) -> EvalSet:
+        if split not in self._eval_sets:
+            raise RuntimeError(f"The {split} split was not set up: call setup() for the right stage first.")
+        return self._eval_sets[split]
+
+    # ------------------------------------------------------------------ loaders
+
+    def _collate(self) -> DataCollatorForQA:
+        return DataCollatorForQA(
+            pad_token_id=self.tokenizer.pad_token_id,
+            pad_to_multiple_of=self.pad_to_multiple_of,
+            padding_side=getattr(self.tokenizer, "padding_side", "right"),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_features is not None, "setup('fit') first"
+        name = self.curriculum.get("name", "none")
+        lengths = self.train_features.lengths() if self.group_by_length else None
+        shuffle = SeededShuffleSampler(
+            len(self.train_features), seed=self.seed, lengths=lengths, batch_size=self.batch_size
+        )
+        if name == "none":
+            sampler: Sampler[int] = shuffle
+        elif name == "length":
+            sampler = CurriculumSampler(
+                self.train_difficulty,
+                descending=not self.curriculum.get("ascending", True),
+                ordered_epochs=self.curriculum.get("ordered_epochs"),
+                then=shuffle,
+            )
+        else:
+            raise ValueError(f"datamodule.curriculum.name={name!r} is unknown: use 'none' or 'length'.")
+        return DataLoader(
+            self.train_features,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            collate_fn=self._collate(),
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        return DataLoader(
+            self.eval_set(split).features,
+            batch_size=self.eval_batch_size,
+            shuffle=False,
+            collate_fn=self._collate(),
+            num_workers=self.num_workers,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("validation")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")

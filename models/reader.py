@@ -1,0 +1,139 @@
+"""Extractive QA reader: a span-prediction head over any HF encoder, scored with KorQuAD EM/F1."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule
+from transformers import AutoModelForQuestionAnswering
+
+from models.backbone import Backbone
+from models.optim import build_optimizer, build_scheduler
+from models.qa_metrics import SquadScores
+from models.qa_postprocess import decode_predictions, topk_candidates
+from models.span_candidates import SpanCandidates
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class ExtractiveReader(LightningModule):
+    """Trains start/end logits; validation decodes every window of an example back to context text.
+
+    The eval examples and their offsets live in the datamodule (``trainer.datamodule.eval_set``):
+    only per-feature top-k candidates travel through the loop, so nothing is re-tokenised per epoch.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        optimizer: Mapping[str, Any],
+        scheduler: Mapping[str, Any],
+        n_best_size: int = 20,
+        max_answer_length: int = 30,
+    ) -> None:
+        super().__init__()
+        # Only plain containers go into the checkpoint (torch>=2.6 loads with weights_only=True).
+        self.save_hyperparameters(ignore=["backbone"])
+        self.hparams["backbone_source"] = backbone.source
+        if backbone.weights:
+            self.encoder = AutoModelForQuestionAnswering.from_pretrained(backbone.weights, config=backbone.config)
+        else:
+            self.encoder = AutoModelForQuestionAnswering.from_config(backbone.config)
+        # RoBERTa-style (type_vocab_size 1) and ModernBERT/DistilBERT-style (no segments) encoders get none
+        self.uses_token_types = getattr(backbone.config, "type_vocab_size", 1) > 1
+        self.candidates = SpanCandidates()
+        self.scores = SquadScores()
+        self.last_predictions: dict[str, str] = {}
+        self.last_nbest: dict[str, list[dict[str, Any]]] = {}
+
+    # ------------------------------------------------------------------ steps
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> Any:
+        inputs = {key: batch[key] for key in MODEL_INPUTS if key in batch}
+        if not self.uses_token_types:  # RoBERTa-style encoders (klue/roberta-*) have one segment type
+            inputs.pop("token_type_ids", None)
+        if "start_positions" in batch:
+            inputs["start_positions"] = batch["start_positions"]
+            inputs["end_positions"] = batch["end_positions"]
+        return self.encoder(**inputs)
+
+    def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self(batch).loss
+        self.log("train_loss", loss, prog_bar=True, batch_size=batch["input_ids"].size(0))
+        return loss
+
+    def _collect(self, batch: Mapping[str, torch.Tensor]) -> None:
+        output = self(batch)
+        candidates = topk_candidates(
+            output.start_logits, output.end_logits, batch["context_mask"], self.hparams.n_best_size
+        )
+        self.candidates.update(batch["feature_index"], *candidates)
+
+    def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
+        self._collect(batch)
+
+    def test_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
+        self._collect(batch)
+
+    def predict_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
+        self._collect(batch)
+
+    # ------------------------------------------------------------------ epoch ends
+
+    def _decode(self, split: str) -> tuple[dict[str, str], dict[str, list[dict[str, Any]]]]:
+        """Gather candidates from every process, then turn them into answer strings."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "compute before update" when a rank saw nothing
+            state = self.candidates.compute()
+        self.candidates.reset()
+        if not state:
+            return {}, {}
+        eval_set = self.trainer.datamodule.eval_set(split)
+        return decode_predictions(
+            eval_set.examples,
+            eval_set.example_index,
+            eval_set.offset_mapping,
+            state["feature_index"],
+            state["start_idx"],
+            state["start_val"],
+            state["end_idx"],
+            state["end_val"],
+            n_best_size=self.hparams.n_best_size,
+            max_answer_length=self.hparams.max_answer_length,
+        )
+
+    def _score(self, split: str, prefix: str) -> None:
+        predictions, nbest = self._decode(split)
+        self.last_predictions, self.last_nbest = predictions, nbest
+        examples = self.trainer.datamodule.eval_set(split).examples_by_id
+        # Each rank scores a disjoint share of the decoded examples; SquadScores sums them across ranks.
+        ids = sorted(predictions)[self.global_rank :: self.trainer.world_size]
+        self.scores.update(
+            [predictions[i] for i in ids], [[a["text"] for a in examples[i]["answers"]] for i in ids]
+        )
+        scores = self.scores.compute()
+        self.scores.reset()
+        self.log(f"{prefix}_exact_match", scores["exact_match"], prog_bar=True)
+        self.log(f"{prefix}_f1", scores["f1"], prog_bar=True)
+        self.log(f"{prefix}_examples", float(len(predictions)))
+
+    def on_validation_epoch_end(self) -> None:
+        self._score("validation", "val")
+
+    def on_test_epoch_end(self) -> None:
+        self._score("test", "test")
+
+    def on_predict_epoch_end(self) -> None:
+        self.last_predictions, self.last_nbest = self._decode("test")
+
+    # ------------------------------------------------------------------ optimisation
+
+    def configure_optimizers(self) -> Any:
+        optimizer = build_optimizer(self.encoder, self.hparams.optimizer)
+        scheduler = build_scheduler(optimizer, self.hparams.scheduler, self.trainer.estimated_stepping_batches)
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}

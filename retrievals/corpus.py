@@ -1,0 +1,289 @@
+"""Passages to retrieve from, questions to retrieve for, and which passages answer which question.
+
+Corpus layouts (detected from the file's content, not its name):
+
+* ``wikipedia_documents.json`` (KLUE ODQA / boostcamp): ``{"<id>": {"text", "title", "document_id", ...}}``.
+* JSON Lines (or a JSON list) of ``{"id", "title", "text"}`` records (``document_id`` optional), e.g.
+  ``data/mrc_sample/corpus.jsonl``.
+* Any SQuAD / KorQuAD / KLUE-MRC file or ``save_to_disk`` directory that
+  :func:`datamodules.mrc_formats.load_mrc_examples` reads: its contexts, de-duplicated, become the passages.
+  Their ids are stable (``ctx-`` + a hash of title and context), so an index built today matches the same
+  file tomorrow whatever the question order.
+
+Gold: a question's gold passages are those whose text equals its context (after NFC and stripping) or
+whose ``document_id`` equals the question's ``document_id``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datamodules.errors import DataFormatError
+
+__all__ = [
+    "Passage",
+    "Query",
+    "corpus_fingerprint",
+    "gold_passage_ids",
+    "load_corpus",
+    "load_queries",
+    "passages_from_examples",
+]
+
+log = logging.getLogger(__name__)
+
+CORPUS_LAYOUTS = (
+    'wikipedia_documents.json {"<id>": {"text", "title", "document_id"}}; JSON Lines or a JSON list of '
+    '{"id", "title", "text"} records; or a SQuAD/KorQuAD/KLUE-MRC file whose contexts become the passages'
+)
+
+
+@dataclass(frozen=True)
+class Passage:
+    """One retrievable unit.  ``document_id`` links it to questions' ``document_id`` (may be None)."""
+
+    id: str
+    text: str
+    title: str = ""
+    document_id: str | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class Query:
+    """One question; ``context`` / ``document_id`` are its gold when known (None for test files)."""
+
+    id: str
+    question: str
+    context: str | None = None
+    document_id: str | None = None
+
+    @property
+    def has_gold(self) -> bool:
+        return bool(self.context) or self.document_id is not None
+
+
+# ----------------------------------------------------------------------------- corpus
+
+
+def context_id(title: str, context: str) -> str:
+    """Stable id of a de-duplicated MRC context: independent of question order and file layout."""
+    digest = hashlib.sha1(f"{title}\x00{context}".encode()).hexdigest()[:16]
+    return f"ctx-{digest}"
+
+
+def passages_from_examples(examples: Iterable[Mapping[str, Any]]) -> list[Passage]:
+    """The de-duplicated (title, context) pairs of MRC examples, in first-seen order."""
+    seen: dict[str, Passage] = {}
+    for example in examples:
+        title, context = example.get("title") or "", example["context"]
+        pid = context_id(title, context)
+        if pid not in seen:
+            doc_id = example.get("document_id")
+            seen[pid] = Passage(pid, context, title, None if doc_id is None else str(doc_id))
+    return list(seen.values())
+
+
+def load_corpus(path: str | os.PathLike[str], *, split: str | None = None) -> list[Passage]:
+    """Read a corpus in any layout of :data:`CORPUS_LAYOUTS`; raises :class:`DataFormatError` on bad input."""
+    src = Path(path)
+    if not src.exists():
+        raise FileNotFoundError(f"retriever.corpus_file={src}: no such file or directory.")
+    if src.is_dir():
+        return _mrc_passages(src, split)
+    text = src.read_text(encoding="utf-8-sig")
+    if not text.strip():
+        raise DataFormatError(src, None, "the corpus file is empty", f"expected one of: {CORPUS_LAYOUTS}")
+    try:
+        document: Any = json.loads(text)
+        rows: list[tuple[str, Any]] | None = None
+    except json.JSONDecodeError:
+        document, rows = None, _json_lines(src, text)
+    if rows is None:
+        if _is_wikipedia_layout(document):
+            rows = [(f"key {key!r}", {**value, "id": key}) for key, value in document.items()]
+        elif isinstance(document, list) and document and isinstance(document[0], dict) and _is_passage(document[0]):
+            rows = [(f"#{i}", row) for i, row in enumerate(document)]
+        else:
+            return _mrc_passages(src, split)
+    elif rows and isinstance(rows[0][1], dict) and not _is_passage(rows[0][1]):
+        return _mrc_passages(src, split)
+    passages = [_passage(src, where, row) for where, row in rows]
+    _check_corpus(src, passages, [where for where, _ in rows])
+    return passages
+
+
+def _is_passage(row: Mapping[str, Any]) -> bool:
+    return "text" in row and "question" not in row
+
+
+def _is_wikipedia_layout(document: Any) -> bool:
+    if not isinstance(document, dict) or not document or "data" in document:
+        return False
+    first = next(iter(document.values()))
+    return isinstance(first, dict) and "text" in first
+
+
+def _json_lines(src: Path, text: str) -> list[tuple[str, Any]]:
+    rows = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append((f"line {lineno}", json.loads(line)))
+        except json.JSONDecodeError as error:
+            raise DataFormatError(
+                src, f"line {lineno}", f"neither one JSON document nor JSON Lines ({error.msg})",
+                f"fix that line; expected one of: {CORPUS_LAYOUTS}",
+            ) from None
+    return rows
+
+
+def _passage(src: Path, where: str, row: Any) -> Passage:
+    if not isinstance(row, dict):
+        raise DataFormatError(src, where, f"a passage must be a JSON object, got {type(row).__name__}",
+                              f"expected one of: {CORPUS_LAYOUTS}")
+    pid = row.get("id", row.get("document_id"))
+    if pid is None or str(pid).strip() == "":
+        raise DataFormatError(src, where, "the passage has no id", 'give every passage a unique "id"')
+    text = row.get("text")
+    if not isinstance(text, str):
+        raise DataFormatError(src, where, f'"text" must be a string, got {type(text).__name__}',
+                              'give every passage a "text" string')
+    title = row.get("title") or ""
+    if not isinstance(title, str):
+        raise DataFormatError(src, where, f'"title" must be a string, got {type(title).__name__}',
+                              'write "title" as a string or leave it out')
+    doc_id = row.get("document_id", pid)
+    meta = {k: v for k, v in row.items() if k not in {"id", "text", "title", "document_id", "html"}}
+    return Passage(str(pid), text, title, None if doc_id is None else str(doc_id), meta)
+
+
+def _mrc_passages(src: Path, split: str | None) -> list[Passage]:
+    from datamodules.mrc_formats import load_mrc_examples
+
+    examples = load_mrc_examples(src, require_answers=False, split=split)
+    passages = passages_from_examples(examples)
+    log.info("Corpus %s: %d distinct contexts of %d questions", src, len(passages), len(examples))
+    _check_corpus(src, passages, [p.id for p in passages])
+    return passages
+
+
+def _check_corpus(src: Path, passages: Sequence[Passage], where: Sequence[str]) -> None:
+    if not passages:
+        raise DataFormatError(src, None, "the corpus has no passages", f"expected one of: {CORPUS_LAYOUTS}")
+    first: dict[str, int] = {}
+    for i, passage in enumerate(passages):
+        if passage.id in first:
+            raise DataFormatError(
+                src, where[i], f"duplicate passage id {passage.id!r} (first at {where[first[passage.id]]})",
+                "give every passage a unique id (retrieval results are keyed by it)",
+            )
+        first[passage.id] = i
+
+
+def corpus_fingerprint(passages: Sequence[Passage]) -> str:
+    """Hash of every passage's id, title and text, in order: an index is valid only for this corpus."""
+    digest = hashlib.sha256()
+    for p in passages:
+        for part in (p.id, p.title, p.text):
+            digest.update(part.encode("utf-8"))
+            digest.update(b"\x00")
+        digest.update(b"\x01")
+    return digest.hexdigest()[:24]
+
+
+# ----------------------------------------------------------------------------- queries and gold
+
+
+def load_queries(path: str | os.PathLike[str], *, split: str | None = None) -> list[Query]:
+    """Questions of an MRC file (with gold context / document_id), or of a questions-only test file.
+
+    A test file may hold only ``{"id" | "guid", "question"}`` records (JSON list, ``{"data": [...]}``, JSON
+    Lines or a ``save_to_disk`` directory); its questions have no gold.
+    """
+    from datamodules.mrc_formats import load_mrc_examples
+
+    src = Path(path)
+    if not src.exists():
+        raise FileNotFoundError(f"{src}: no such questions file (set datamodule.validation_file).")
+    try:
+        examples = load_mrc_examples(src, require_answers=False, split=split)
+    except DataFormatError as error:
+        rows = _question_rows(src, split)
+        if rows is None:
+            raise error from None
+        return rows
+    return [
+        Query(ex["id"], ex["question"], ex["context"],
+              None if ex.get("document_id") is None else str(ex["document_id"]))
+        for ex in examples
+    ]
+
+
+def _question_rows(src: Path, split: str | None) -> list[Query] | None:
+    """Questions-only records, or None when the file is not in that layout either."""
+    try:
+        if src.is_dir():
+            import datasets
+
+            data: Any = datasets.load_from_disk(str(src))
+            if isinstance(data, datasets.DatasetDict):
+                data = data[split] if split in data else (next(iter(data.values())) if len(data) == 1 else None)
+            records = list(data) if data is not None else []
+        else:
+            text = src.read_text(encoding="utf-8-sig")
+            try:
+                doc = json.loads(text)
+                records = doc.get("data", []) if isinstance(doc, dict) else doc
+            except json.JSONDecodeError:
+                records = [json.loads(line) for line in text.splitlines() if line.strip()]
+    except Exception:  # noqa: BLE001 - any failure means "not this layout": the MRC error is re-raised
+        return None
+    if not isinstance(records, list) or not records or not all(isinstance(r, dict) for r in records):
+        return None
+    queries, seen = [], set()
+    for i, row in enumerate(records):
+        qid, question = row.get("id", row.get("guid")), row.get("question")
+        if qid is None or not isinstance(question, str):
+            return None
+        if str(qid) in seen:
+            raise DataFormatError(src, f"#{i}", f"duplicate question id {qid!r}", "give every question a unique id")
+        seen.add(str(qid))
+        doc_id = row.get("document_id")
+        queries.append(Query(str(qid), question, row.get("context") or None, None if doc_id is None else str(doc_id)))
+    return queries
+
+
+def _norm(text: str) -> str:
+    return unicodedata.normalize("NFC", text).strip()
+
+
+def gold_passage_ids(queries: Sequence[Query], passages: Sequence[Passage]) -> dict[str, set[str]]:
+    """question id -> ids of the passages that hold its gold context or share its document_id.
+
+    Only questions with known gold appear; their set is empty when the corpus lacks the gold passage.
+    """
+    by_text: dict[str, list[str]] = {}
+    by_doc: dict[str, list[str]] = {}
+    for p in passages:
+        by_text.setdefault(_norm(p.text), []).append(p.id)
+        if p.document_id is not None:
+            by_doc.setdefault(p.document_id, []).append(p.id)
+    gold: dict[str, set[str]] = {}
+    for q in queries:
+        if not q.has_gold:
+            continue
+        ids = set(by_text.get(_norm(q.context), [])) if q.context else set()
+        if q.document_id is not None:
+            ids.update(by_doc.get(q.document_id, []))
+        gold[q.id] = ids
+    return gold

@@ -1,0 +1,184 @@
+"""``task=retrieve`` (and the retrieval half of ``task=odqa``): build or load an index, search, score.
+
+``main.py`` calls :func:`run_retrieve`; ODQA code can call :func:`prepare_retriever` and
+:func:`retrieve_passages` to feed a reader.  Errors are :class:`DataFormatError` / ``ValueError`` /
+``FileNotFoundError`` with a message naming the file, the record and the fix.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from datamodules.files import write_json
+from retrievals.base import Retriever, SearchResult, read_manifest
+from retrievals.corpus import Passage, Query, gold_passage_ids, load_corpus, load_queries
+from retrievals.metrics import CUTOFFS, plot_recall, retrieval_metrics
+
+__all__ = ["TASK_KEYS", "prepare_retriever", "retrieve_passages", "run_retrieve"]
+
+log = logging.getLogger(__name__)
+
+# Keys of conf/retriever/*.yaml that configure the task, not the retriever class.
+TASK_KEYS = ("corpus_file", "corpus_split", "top_k", "index_dir", "rebuild_index")
+METRICS_DEPTH = max(CUTOFFS)
+
+
+def _as_dict(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return dict(cfg)
+
+
+def _instantiate(cfg: Mapping[str, Any]) -> Retriever:
+    from hydra.utils import instantiate
+
+    if "_target_" not in cfg:
+        raise ValueError("retriever config has no _target_: use retriever=bm25 or retriever=tfidf.")
+    retriever = instantiate(dict(cfg), _convert_="all")
+    if not isinstance(retriever, Retriever):
+        raise ValueError(f"retriever._target_={cfg['_target_']!r} is not a retrievals Retriever.")
+    return retriever
+
+
+def prepare_retriever(
+    retriever_cfg: DictConfig | Mapping[str, Any],
+    *,
+    fallback_corpus_file: str | os.PathLike[str] | None = None,
+    fallback_corpus_split: str | None = None,
+) -> tuple[Retriever, list[Passage], dict[str, Any]]:
+    """Load the corpus, then load the index from ``index_dir`` (checked against corpus, tokenizer and
+    parameters) or build it (and save it there).  Returns the retriever, the passages and timing info.
+
+    ``corpus_file: null`` uses the de-duplicated contexts of ``fallback_corpus_file`` (the questions file).
+    """
+    cfg = _as_dict(retriever_cfg)
+    task = {key: cfg.pop(key, None) for key in TASK_KEYS}
+    corpus_file = task["corpus_file"] or fallback_corpus_file
+    if not corpus_file:
+        raise ValueError(
+            "retrieval needs a corpus: set retriever.corpus_file=... (wikipedia_documents.json, a JSONL of "
+            "{id, title, text}, or an MRC file whose contexts are the passages)."
+        )
+    if not task["corpus_file"]:
+        log.info("retriever.corpus_file is null: retrieving among the contexts of %s", corpus_file)
+    passages = load_corpus(corpus_file, split=task["corpus_split"] or (None if task["corpus_file"] else
+                                                                     fallback_corpus_split))
+    fresh = _instantiate(cfg)
+    index_dir = Path(task["index_dir"]) if task["index_dir"] else None
+    info: dict[str, Any] = {"corpus_file": str(corpus_file), "passages": len(passages)}
+    if index_dir is not None and (index_dir / "manifest.json").exists() and not task["rebuild_index"]:
+        start = time.perf_counter()
+        read_manifest(index_dir)
+        retriever = Retriever.load(
+            index_dir, passages=passages, tokenizer=fresh.tokenizer.config, params=fresh.params(),
+            index_title=fresh.index_title, cache_dir=fresh.cache_dir, engine=fresh.engine,
+        )
+        info.update(index_loaded=True, index_load_seconds=round(time.perf_counter() - start, 4))
+        log.info("Loaded the %s index %s (%d passages)", retriever.kind, index_dir, len(passages))
+        return retriever, passages, info
+    start = time.perf_counter()
+    fresh.index(passages, source=str(corpus_file))
+    tokenize_s, build_s = fresh.tokenize_seconds or 0.0, fresh.index_seconds or 0.0
+    info.update(
+        index_loaded=False,
+        # tokenising (or reading the token cache) + building; index_wall_seconds adds one-off start-up
+        # (loading the corpus-independent kernels).
+        index_seconds=round(tokenize_s + build_s, 4),
+        tokenize_seconds=round(tokenize_s, 4),
+        build_seconds=round(build_s, 4),
+        index_wall_seconds=round(time.perf_counter() - start, 4),
+    )
+    if index_dir is not None:
+        fresh.save(index_dir)
+        info["index_dir"] = str(index_dir)
+        log.info("Saved the %s index to %s", fresh.kind, index_dir)
+    return fresh, passages, info
+
+
+def retrieve_passages(
+    retriever: Retriever, passages: Sequence[Passage], queries: Sequence[Query], k: int
+) -> dict[str, list[tuple[Passage, float]]]:
+    """question id -> its top-``k`` passages (objects, for a reader) with scores."""
+    by_id = {p.id: p for p in passages}
+    result = retriever.search([q.question for q in queries], k)
+    return {
+        q.id: [(by_id[pid], score) for pid, score in zip(ids, scores, strict=True)]
+        for q, ids, scores in zip(queries, result.ids, result.scores, strict=True)
+    }
+
+
+def run_retrieve(
+    retriever_cfg: DictConfig | Mapping[str, Any],
+    validation_file: str | os.PathLike[str] | None,
+    run_dir: str | os.PathLike[str],
+    *,
+    validation_split: str | None = None,
+) -> dict[str, Any]:
+    """Retrieve for every question of ``validation_file`` and write, into ``run_dir``:
+
+    * ``retrieved.json``: ``{question id: [{"passage_id", "score"}, ...]}`` (``retriever.top_k`` each);
+    * when gold is known: ``retrieval_metrics.json`` (recall@1/5/10/20/50/100, mrr@100, index_seconds,
+      queries_per_second, ...) and ``recall_at_k.png``.
+
+    Without a questions file only the index is built (and saved to ``retriever.index_dir``).
+    Returns the metrics (timings and counts when there is no gold).
+    """
+    out_dir = Path(run_dir)
+    cfg = _as_dict(retriever_cfg)
+    top_k = cfg.get("top_k") or 20
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"retriever.top_k={top_k!r}: must be a positive integer.")
+    queries = load_queries(validation_file, split=validation_split) if validation_file else []
+    retriever, passages, info = prepare_retriever(
+        cfg, fallback_corpus_file=validation_file, fallback_corpus_split=validation_split
+    )
+    metrics: dict[str, Any] = {
+        "retriever": retriever.kind,
+        **{k: v for k, v in retriever.params().items() if v is not None},
+        "tokenizer": retriever.tokenizer.name,
+        "top_k": top_k,
+        **info,
+        "index_seconds": info.get("index_seconds", info.get("index_load_seconds")),
+    }
+    if not queries:
+        log.info("No questions file (datamodule.validation_file): built the index only")
+        return metrics
+    if top_k > len(passages):
+        raise ValueError(
+            f"retriever.top_k={top_k} is larger than the corpus ({len(passages)} passages in "
+            f"{info['corpus_file']}): set retriever.top_k<={len(passages)}."
+        )
+    depth = min(max(top_k, METRICS_DEPTH), len(passages))
+    start = time.perf_counter()
+    result: SearchResult = retriever.search([q.question for q in queries], depth)
+    seconds = time.perf_counter() - start
+    retrieved = {
+        q.id: [{"passage_id": pid, "score": round(float(s), 6)} for pid, s in zip(ids[:top_k], scores[:top_k],
+                                                                                   strict=True)]
+        for q, ids, scores in zip(queries, result.ids, result.scores, strict=True)
+    }
+    write_json(out_dir / "retrieved.json", retrieved)
+    metrics.update(questions=len(queries), search_k=depth, search_seconds=round(seconds, 4),
+                   queries_per_second=round(len(queries) / seconds, 2) if seconds > 0 else None,
+                   questions_without_results=sum(1 for ids in result.ids if not ids))
+    gold = gold_passage_ids(queries, passages)
+    if not gold:
+        log.info("The questions carry no gold context or document_id: wrote retrieved.json only")
+        return metrics
+    ranked = {q.id: ids for q, ids in zip(queries, result.ids, strict=True)}
+    scores = retrieval_metrics(ranked, gold, CUTOFFS, mrr_k=METRICS_DEPTH)
+    if scores["gold_not_in_corpus"]:
+        log.warning("%d of %d questions have no gold passage in the corpus (their context / document_id is "
+                    "not in %s); they count as misses", scores["gold_not_in_corpus"], len(gold), info["corpus_file"])
+    metrics = {**scores, **metrics}
+    write_json(out_dir / "retrieval_metrics.json", metrics)
+    title = f"{retriever.kind} ({retriever.tokenizer.name}) on {Path(str(validation_file)).name}"
+    plot_recall(scores, out_dir / "recall_at_k.png", title=title)
+    return metrics

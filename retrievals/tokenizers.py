@@ -1,0 +1,449 @@
+"""Korean tokenisers for sparse retrieval, their combinations, and an on-disk cache of tokenised corpora.
+
+``retriever.tokenizer`` is either a name or a mapping with ``name`` plus options::
+
+    retriever.tokenizer=kiwi                      # content morphemes (kiwipiepy)
+    retriever.tokenizer.name=kiwi+char_ngram      # both token streams, kept apart by a prefix
+    retriever.tokenizer.ngram_max=3
+
+Parallelism: Kiwi runs ``num_workers`` native threads (0: one per core, up to 4) and HF tokenizers use
+their Rust thread pool; the pure-Python ``whitespace`` / ``char_ngram`` run in ``num_workers`` processes
+only when it is 2 or more and the corpus has 20k+ texts (results identical to one process).
+
+Names: ``whitespace`` (words with surrounding punctuation stripped), ``char_ngram`` (character n-grams
+inside each word; a word shorter than ``ngram_min`` is kept whole), ``kiwi`` (kiwipiepy morphemes whose
+tag is in ``kiwi_tags``), ``hf`` (an HF subword tokenizer: ``hf_name_or_path``, or when null a WordPiece
+vocabulary trained on the corpus being indexed).  Text is NFC-normalised (and lower-cased when
+``lowercase``) before every tokenizer.
+
+A tokenised corpus is stored as a vocabulary plus flat int32 token ids and offsets (:class:`TokenizedCorpus`);
+:func:`tokenize_corpus` caches it under ``<cache_dir>/retrieval/tokens/`` keyed by the corpus and
+tokenizer fingerprints, so a 60k-passage corpus is tokenised once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "CONTENT_KIWI_TAGS",
+    "DEFAULT_KIWI_TAGS",
+    "TOKENIZER_NAMES",
+    "Tokenizer",
+    "TokenizedCorpus",
+    "build_tokenizer",
+    "tokenize_corpus",
+]
+
+log = logging.getLogger(__name__)
+
+TOKENIZER_NAMES = ("whitespace", "char_ngram", "kiwi", "hf")
+# Content morphemes kept by default: nouns, pronouns, numerals, foreign words, hanja and numbers.  Particles
+# (J*), endings (E*), affixes (X*), punctuation and, unlike CONTENT_KIWI_TAGS, verb / adjective stems and
+# adverbs are dropped: with char bigrams beside them, nouns alone scored best (bench/retrieval_tokenizers.py).
+DEFAULT_KIWI_TAGS = ("NNG", "NNP", "NNB", "NR", "NP", "SL", "SH", "SN")
+CONTENT_KIWI_TAGS = ("NNG", "NNP", "NNB", "NR", "NP", "VV", "VA", "XR", "MAG", "SL", "SH", "SN")
+# The default (kiwi nouns + character bigrams) had the best mean recall@1 over the embedded QA set and a
+# real-Korean proxy (KLUE-NLI hypothesis -> premise); see the README's Retrieval section.
+DEFAULTS: dict[str, Any] = {
+    "name": "kiwi+char_ngram",
+    "lowercase": True,
+    "ngram_min": 2,
+    "ngram_max": 2,
+    "kiwi_tags": list(DEFAULT_KIWI_TAGS),
+    "hf_name_or_path": None,
+    "hf_vocab_size": 8000,
+    "num_workers": 0,
+}
+_PREFIX = {"whitespace": "w:", "char_ngram": "c:", "kiwi": "m:", "hf": "h:"}
+_EDGE_PUNCT = re.compile(r"^[\W_]+|[\W_]+$")
+_PARALLEL_MIN_TEXTS = 20_000
+
+
+def _workers(requested: int) -> int:
+    """Kiwi threads: ``num_workers``, or with 0 as many as there are cores, up to 4."""
+    return requested if requested > 0 else max(1, min(4, os.cpu_count() or 1))
+
+
+def _normalise(text: str, lowercase: bool) -> str:
+    text = unicodedata.normalize("NFC", text)
+    return text.lower() if lowercase else text
+
+
+def _words(text: str) -> list[str]:
+    out = []
+    for raw in text.split():
+        word = _EDGE_PUNCT.sub("", raw)
+        if word:
+            out.append(word)
+    return out
+
+
+def _char_ngrams(text: str, n_min: int, n_max: int) -> list[str]:
+    out: list[str] = []
+    for word in _words(text):
+        size = len(word)
+        if size < n_min:
+            out.append(word)
+            continue
+        for n in range(n_min, min(n_max, size) + 1):
+            out.extend(word[i : i + n] for i in range(size - n + 1))
+    return out
+
+
+def _python_chunk(args: tuple[str, list[str], bool, int, int]) -> list[list[str]]:
+    """Worker for the pure-Python tokenisers (module level so a process pool can run it)."""
+    name, texts, lowercase, n_min, n_max = args
+    if name == "whitespace":
+        return [_words(_normalise(t, lowercase)) for t in texts]
+    return [_char_ngrams(_normalise(t, lowercase), n_min, n_max) for t in texts]
+
+
+class Tokenizer:
+    """Text -> list of string tokens.  ``config`` (JSON) fully describes it; ``fingerprint`` hashes it."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        cfg = {**DEFAULTS, **dict(config)}
+        names = [n.strip() for n in str(cfg["name"]).split("+") if n.strip()]
+        unknown = [n for n in names if n not in TOKENIZER_NAMES]
+        if not names or unknown:
+            raise ValueError(
+                f"retriever.tokenizer.name={cfg['name']!r}: unknown tokenizer {unknown or names}; use one of "
+                f"{', '.join(TOKENIZER_NAMES)} or several joined with '+' (e.g. kiwi+char_ngram)."
+            )
+        if len(set(names)) != len(names):
+            raise ValueError(f"retriever.tokenizer.name={cfg['name']!r} names a tokenizer twice.")
+        n_min, n_max = int(cfg["ngram_min"]), int(cfg["ngram_max"])
+        if not 1 <= n_min <= n_max:
+            raise ValueError(
+                f"retriever.tokenizer: need 1 <= ngram_min <= ngram_max, got {n_min} and {n_max}."
+            )
+        cfg["kiwi_tags"] = sorted({str(t) for t in cfg["kiwi_tags"]})
+        if "kiwi" in names and not cfg["kiwi_tags"]:
+            raise ValueError("retriever.tokenizer.kiwi_tags is empty: list the Kiwi tags to keep (e.g. NNG, NNP).")
+        self.names = names
+        # Only the options a component uses enter the fingerprint, so a change elsewhere keeps the cache.
+        used = {"name": "+".join(names), "lowercase": bool(cfg["lowercase"])}
+        if "char_ngram" in names:
+            used.update(ngram_min=n_min, ngram_max=n_max)
+        if "kiwi" in names:
+            used["kiwi_tags"] = cfg["kiwi_tags"]
+        if "hf" in names:
+            used.update(hf_name_or_path=cfg["hf_name_or_path"], hf_vocab_size=int(cfg["hf_vocab_size"]))
+        self._config = used
+        self.num_workers = int(cfg["num_workers"])
+        self._kiwi: Any = None
+        self._hf: Any = None
+        self._hf_json: str | None = None
+
+    # ------------------------------------------------------------------ identity
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return dict(self._config)
+
+    @property
+    def name(self) -> str:
+        return self._config["name"]
+
+    def versions(self) -> dict[str, str]:
+        out = {}
+        if "kiwi" in self.names:
+            import kiwipiepy
+
+            out["kiwipiepy"] = kiwipiepy.__version__
+        if "hf" in self.names and self._hf_json is not None:
+            out["hf_tokenizer_sha256"] = hashlib.sha256(self._hf_json.encode()).hexdigest()[:16]
+        return out
+
+    def fingerprint(self) -> str:
+        payload = json.dumps({"config": self._config, "versions": self.versions()}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def describe(self) -> str:
+        return json.dumps(self._config, ensure_ascii=False, sort_keys=True)
+
+    # ------------------------------------------------------------------ stateful parts (hf)
+
+    @property
+    def needs_fit(self) -> bool:
+        return "hf" in self.names and self._hf is None
+
+    def fit(self, texts: Sequence[str], cache_dir: str | os.PathLike[str] | None = None) -> Tokenizer:
+        """Load (or train on ``texts``) the HF subword tokenizer; a no-op for the other tokenizers."""
+        if "hf" not in self.names or self._hf is not None:
+            return self
+        source = self._config["hf_name_or_path"]
+        if source:
+            from transformers import AutoTokenizer
+
+            try:
+                fast = AutoTokenizer.from_pretrained(str(source))
+            except OSError as error:
+                raise ValueError(
+                    f"retriever.tokenizer.hf_name_or_path={source!r} could not be loaded ({error}); give a local "
+                    "tokenizer directory, or null to train a WordPiece vocabulary on the corpus."
+                ) from None
+            if not getattr(fast, "is_fast", False):
+                raise ValueError(f"retriever.tokenizer.hf_name_or_path={source!r} has no fast (Rust) tokenizer.")
+            self._set_hf(fast.backend_tokenizer.to_str())
+            return self
+        vocab_size = int(self._config["hf_vocab_size"])
+        key = hashlib.sha256(f"{vocab_size}\x00{self.config['lowercase']}".encode())
+        for text in texts:
+            key.update(text.encode("utf-8"))
+            key.update(b"\x00")
+        cached = Path(cache_dir) / "retrieval" / "hf_tokenizers" / f"{key.hexdigest()[:20]}.json" if cache_dir else None
+        if cached is not None and cached.exists():
+            self._set_hf(cached.read_text(encoding="utf-8"))
+            return self
+        from models.backbone import train_tokenizer
+
+        start = time.perf_counter()
+        lowercase = bool(self._config["lowercase"])
+        trained = train_tokenizer((_normalise(t, lowercase) for t in texts), vocab_size=vocab_size)
+        log.info("Trained a %d-piece WordPiece vocabulary for retrieval in %.1fs", vocab_size,
+                 time.perf_counter() - start)
+        as_json = trained.backend_tokenizer.to_str()
+        if cached is not None:
+            _atomic_write_text(cached, as_json)
+        self._set_hf(as_json)
+        return self
+
+    def _set_hf(self, as_json: str) -> None:
+        from tokenizers import Tokenizer as HFTokenizer
+
+        self._hf_json = as_json
+        self._hf = HFTokenizer.from_str(as_json)
+        self._hf.no_truncation()
+        self._hf.no_padding()
+
+    def state(self) -> dict[str, str]:
+        """Files that :meth:`restore` needs besides ``config`` (the trained HF tokenizer)."""
+        return {"hf_tokenizer.json": self._hf_json} if self._hf_json is not None else {}
+
+    def restore(self, directory: Path) -> None:
+        path = directory / "hf_tokenizer.json"
+        if "hf" in self.names and path.exists():
+            self._set_hf(path.read_text(encoding="utf-8"))
+
+    # ------------------------------------------------------------------ tokenising
+
+    def __call__(self, text: str) -> list[str]:
+        return self.tokenize([text])[0]
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[str]]:
+        """Tokenise a batch (parallel where it pays: Kiwi and HF use native threads)."""
+        texts = list(texts)
+        if self.needs_fit:
+            raise RuntimeError("the hf tokenizer is not fitted: call Tokenizer.fit(corpus texts) first")
+        parts = [self._component(name, texts) for name in self.names]
+        if len(parts) == 1:
+            return parts[0]
+        out: list[list[str]] = [[] for _ in texts]
+        for name, tokens in zip(self.names, parts, strict=True):
+            prefix = _PREFIX[name]
+            for row, toks in zip(out, tokens, strict=True):
+                row.extend(prefix + t for t in toks)
+        return out
+
+    def _component(self, name: str, texts: list[str]) -> list[list[str]]:
+        lowercase = bool(self._config["lowercase"])
+        if name in ("whitespace", "char_ngram"):
+            n_min = int(self._config.get("ngram_min", 2))
+            n_max = int(self._config.get("ngram_max", 2))
+            return _python_chunk((name, texts, lowercase, n_min, n_max))
+        if name == "kiwi":
+            return self._kiwi_tokens(texts, lowercase)
+        encodings = self._hf.encode_batch([_normalise(t, lowercase) for t in texts], add_special_tokens=False)
+        return [enc.tokens for enc in encodings]
+
+    @property
+    def python_only(self) -> bool:
+        """Pure-Python tokenisers: parallel over processes (Kiwi and HF use their own native threads)."""
+        return all(name in ("whitespace", "char_ngram") for name in self.names)
+
+    def prepare(self) -> Tokenizer:
+        """Load models now (Kiwi's takes ~1 s), so that query timings measure tokenising only."""
+        if "kiwi" in self.names and self._kiwi is None:
+            try:
+                from kiwipiepy import Kiwi
+            except ImportError:
+                raise ValueError(
+                    "retriever.tokenizer uses kiwi but kiwipiepy is not installed: pip install kiwipiepy "
+                    "(its model ships in the kiwipiepy_model wheel), or pick another tokenizer."
+                ) from None
+            self._kiwi = Kiwi(num_workers=_workers(self.num_workers))
+            self._kiwi.tokenize("가")  # the model finishes loading on first use (~1.5 s)
+        return self
+
+    def _kiwi_tokens(self, texts: list[str], lowercase: bool) -> list[list[str]]:
+        self.prepare()
+        keep = frozenset(self._config["kiwi_tags"])
+        normalised = [_normalise(t, False) for t in texts]
+        results = self._kiwi.tokenize(normalised) if len(normalised) > 1 else [self._kiwi.tokenize(normalised[0])]
+        out = []
+        for tokens in results:
+            forms = [tok.form for tok in tokens if tok.tag.split("-", 1)[0] in keep]
+            out.append([f.lower() for f in forms] if lowercase else forms)
+        return out
+
+
+def build_tokenizer(spec: str | Mapping[str, Any] | Tokenizer | None) -> Tokenizer:
+    """A :class:`Tokenizer` from a name (``"kiwi"``), a mapping (``{"name": "char_ngram", ...}``) or None."""
+    if isinstance(spec, Tokenizer):
+        return spec
+    if spec is None:
+        return Tokenizer({})
+    if isinstance(spec, str):
+        return Tokenizer({"name": spec})
+    if isinstance(spec, Mapping):
+        unknown = sorted(set(spec) - set(DEFAULTS))
+        if unknown:
+            raise ValueError(
+                f"retriever.tokenizer has unknown option(s) {unknown}; known: {', '.join(DEFAULTS)}."
+            )
+        return Tokenizer(spec)
+    raise ValueError(f"retriever.tokenizer must be a name or a mapping, got {type(spec).__name__}.")
+
+
+# ----------------------------------------------------------------------------- tokenised corpora
+
+
+@dataclass
+class TokenizedCorpus:
+    """Token strings of many texts in compact form: text ``i`` is ``vocab[ids[offsets[i]:offsets[i+1]]]``."""
+
+    vocab: list[str]
+    ids: np.ndarray
+    offsets: np.ndarray
+
+    @classmethod
+    def from_lists(cls, token_lists: Iterable[Sequence[str]]) -> TokenizedCorpus:
+        vocab: dict[str, int] = {}
+        flat: list[int] = []
+        offsets = [0]
+        setdefault = vocab.setdefault
+        for tokens in token_lists:
+            flat.extend([setdefault(t, len(vocab)) for t in tokens])
+            offsets.append(len(flat))
+        return cls(list(vocab), np.asarray(flat, dtype=np.int32), np.asarray(offsets, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def tokens(self, i: int) -> list[str]:
+        vocab = self.vocab
+        return [vocab[j] for j in self.ids[self.offsets[i] : self.offsets[i + 1]].tolist()]
+
+    def as_lists(self) -> list[list[str]]:
+        vocab, ids, offsets = self.vocab, self.ids.tolist(), self.offsets.tolist()
+        return [[vocab[j] for j in ids[a:b]] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+
+    def save(self, directory: Path, stem: str = "tokens") -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        _atomic_write_text(directory / f"{stem}.vocab.json", json.dumps(self.vocab, ensure_ascii=False))
+        _atomic_savez(directory / f"{stem}.npz", ids=self.ids, offsets=self.offsets)
+
+    @classmethod
+    def load(cls, directory: Path, stem: str = "tokens") -> TokenizedCorpus:
+        vocab = json.loads((directory / f"{stem}.vocab.json").read_text(encoding="utf-8"))
+        with np.load(directory / f"{stem}.npz", allow_pickle=False) as arrays:
+            return cls(vocab, arrays["ids"], arrays["offsets"])
+
+
+def tokenize_corpus(
+    tokenizer: Tokenizer,
+    texts: Sequence[str],
+    *,
+    corpus_key: str,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> TokenizedCorpus:
+    """Tokenise ``texts`` (the corpus identified by ``corpus_key``), reusing the on-disk cache when present."""
+    folder = None
+    if cache_dir:
+        key = hashlib.sha256(f"{corpus_key}\x00{tokenizer.fingerprint()}".encode()).hexdigest()[:24]
+        folder = Path(cache_dir) / "retrieval" / "tokens" / key
+        if (folder / "tokens.npz").exists() and (folder / "tokens.vocab.json").exists():
+            try:
+                corpus = TokenizedCorpus.load(folder)
+            except (OSError, ValueError, KeyError) as error:
+                log.warning("Ignoring unreadable token cache %s (%s)", folder, error)
+            else:
+                if len(corpus) == len(texts):
+                    log.info("Reusing tokenised corpus %s", folder)
+                    return corpus
+    start = time.perf_counter()
+    # Processes only on request (num_workers >= 2): on 2 shared cores they did not pay (60k passages,
+    # char bigrams: 13.9 s in one process, 16.6 s in two), as the texts travel to the workers.
+    if tokenizer.python_only and tokenizer.num_workers >= 2 and len(texts) >= _PARALLEL_MIN_TEXTS:
+        corpus = _parallel_tokenize(tokenizer, texts, tokenizer.num_workers)
+    else:
+        corpus = TokenizedCorpus.from_lists(tokenizer.tokenize(texts))
+    log.info("Tokenised %d passages with %s in %.1fs", len(texts), tokenizer.name, time.perf_counter() - start)
+    if folder is not None:
+        corpus.save(folder)
+    return corpus
+
+
+def _ids_chunk(args: tuple[dict[str, Any], list[str]]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Worker: tokenise a chunk and return it as ids (cheap to send back, unlike lists of strings)."""
+    config, texts = args
+    part = TokenizedCorpus.from_lists(Tokenizer(config).tokenize(texts))
+    return part.vocab, part.ids, part.offsets
+
+
+def _parallel_tokenize(tokenizer: Tokenizer, texts: Sequence[str], workers: int) -> TokenizedCorpus:
+    """Tokenise in ``workers`` processes and merge: the same vocabulary order and ids as one process."""
+    import multiprocessing
+
+    size = -(-len(texts) // (workers * 2))
+    chunks = [(tokenizer.config, list(texts[i : i + size])) for i in range(0, len(texts), size)]
+    # spawn, not fork: the caller may hold threads (Kiwi, HF tokenizers, torch) that fork would copy badly.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        parts = list(pool.map(_ids_chunk, chunks))
+    vocab: dict[str, int] = {}
+    ids, offsets, shift = [], [np.zeros(1, dtype=np.int64)], 0
+    for part_vocab, part_ids, part_offsets in parts:
+        mapping = np.fromiter((vocab.setdefault(t, len(vocab)) for t in part_vocab), np.int32, len(part_vocab))
+        ids.append(mapping[part_ids] if part_ids.size else part_ids)
+        offsets.append(part_offsets[1:] + shift)
+        shift += int(part_offsets[-1])
+    return TokenizedCorpus(list(vocab), np.concatenate(ids).astype(np.int32), np.concatenate(offsets))
+
+
+# ----------------------------------------------------------------------------- atomic writes
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp.npz")
+    with os.fdopen(fd, "wb") as handle:
+        np.savez(handle, **arrays)
+    os.replace(tmp, path)
