@@ -158,6 +158,15 @@ def train_tokenizer(
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoder
     tokenizer.train_from_iterator(texts, trainer=trainer)
+    if algorithm == "wordpiece":
+        # The trainer numbers tokens of equal frequency in hash-map order, which differs between
+        # processes: the same vocabulary then gets other ids, so the same seed trains another model.
+        # WordPiece only looks tokens up by string, so sorted ids change nothing but reproducibility.
+        specials = list(SPECIAL_TOKENS.values())
+        ordered = specials + sorted(set(tokenizer.get_vocab()) - set(specials))
+        tokenizer.model = models.WordPiece(
+            {token: i for i, token in enumerate(ordered)}, unk_token=SPECIAL_TOKENS["unk_token"]
+        )
     cls_id = tokenizer.token_to_id(SPECIAL_TOKENS["cls_token"])
     sep_id = tokenizer.token_to_id(SPECIAL_TOKENS["sep_token"])
     tokenizer.post_processor = processors.TemplateProcessing(
@@ -185,8 +194,12 @@ def unknown_token_rate(tokenizer: PreTrainedTokenizerFast, texts: Iterable[str])
 # ----------------------------------------------------------------------------- builders used by Hydra
 
 
+# Bump when train_tokenizer changes what it produces, so cached tokenizers are not reused.
+TOKENIZER_VERSION = 2
+
+
 def _fingerprint(texts: list[str], settings: dict[str, Any]) -> str:
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    digest = hashlib.sha256(json.dumps({**settings, "version": TOKENIZER_VERSION}, sort_keys=True).encode())
     for text in texts:
         digest.update(text.encode("utf-8"))
         digest.update(b"\x00")

@@ -46,6 +46,7 @@ INDEX_FORMAT_VERSION = 1
 REGISTRY: dict[str, str] = {
     "bm25": "retrievals.bm25.BM25Retriever",
     "tfidf": "retrievals.tfidf.TfidfRetriever",
+    "elasticsearch": "retrievals.elasticsearch.ElasticsearchRetriever",
 }
 _SCORE_CHUNK = 64  # queries scored at once: bounds the dense score buffers to 64 x corpus size
 _REBUILD_FIX = "delete that directory (or point retriever.index_dir elsewhere) to build a new index"
@@ -483,8 +484,11 @@ class Retriever(ABC):
                 src, None, f"this is a {manifest['retriever']} index, not a {cls.kind} one",
                 f"load it with retriever={manifest['retriever']}, or {_REBUILD_FIX}",
             )
-        check_manifest(src, manifest, passages=passages, tokenizer=tokenizer, params=params, index_title=index_title)
         target = _resolve(manifest["retriever"], src)
+        if target.load.__func__ is not Retriever.load.__func__:  # its own storage (e.g. a server index)
+            return target.load(src, passages=passages, tokenizer=tokenizer, params=params, index_title=index_title,
+                               cache_dir=cache_dir, engine=engine)
+        check_manifest(src, manifest, passages=passages, tokenizer=tokenizer, params=params, index_title=index_title)
         retriever = target(tokenizer=manifest["tokenizer"]["config"], index_title=manifest.get("index_title", True),
                            cache_dir=cache_dir, engine=engine, **manifest["params"])
         retriever.tokenizer.restore(src)
