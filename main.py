@@ -4,12 +4,14 @@
     python main.py task=validate ckpt_path=outputs/.../checkpoints/last.ckpt
     python main.py task=predict ckpt_path=... datamodule.test_file=test.json
     python main.py task=score predictions=predictions.json datamodule.validation_file=gold.json
+    python main.py task=ensemble ensemble.runs=[multirun/re_kfold/<date>/<time>]
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -83,15 +85,33 @@ def build_run(cfg: DictConfig) -> dict[str, Any]:
     seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     backbone = instantiate(cfg.backbone, _convert_="all")
-    backbone.save(output_dir / "backbone")
+    if is_rank_zero():  # under DDP every process builds the run; one writes it
+        backbone.save(output_dir / "backbone")
     datamodule = instantiate(cfg.datamodule, tokenizer=backbone.tokenizer, _convert_="all")
-    model = instantiate(cfg.model, backbone=backbone, _convert_="all")
+    model = instantiate(cfg.model, backbone=backbone, **model_arguments(cfg, datamodule), _convert_="all")
     loggers = build_loggers(cfg)
     callbacks = build_callbacks(cfg, has_logger=bool(loggers))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    if loggers:
-        trainer.logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    if trainer.world_size > 1 and in_multirun():
+        raise ValueError(
+            "DDP re-runs main.py's command line once per process, which would start the whole sweep again: "
+            "run multi-process trainers as single runs (no -m, no hparams_search)."
+        )
+    for logger in trainer.loggers:  # the resolved config is every logger's run config (W&B's too)
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     return {"backbone": backbone, "datamodule": datamodule, "model": model, "trainer": trainer}
+
+
+def model_arguments(cfg: DictConfig, datamodule: Any) -> dict[str, Any]:
+    """What the datamodule knows and the model needs (a classifier's classes, read from the training data)."""
+    provided = datamodule.model_arguments() if hasattr(datamodule, "model_arguments") else {}
+    unknown = [key for key in provided if key not in cfg.model]
+    if unknown:
+        raise ValueError(
+            f"{type(datamodule).__name__} gives the model {unknown}, which {cfg.model.get('_target_')} does not take: "
+            "a classification datamodule needs model=classifier."
+        )
+    return provided
 
 
 def require(cfg: DictConfig, key: str, why: str) -> Any:
@@ -103,9 +123,33 @@ def require(cfg: DictConfig, key: str, why: str) -> Any:
 
 def save_predictions(run: dict[str, Any], output_dir: Path) -> None:
     model, trainer = run["model"], run["trainer"]
-    if trainer.is_global_zero:
+    if trainer.is_global_zero and hasattr(model, "last_predictions"):  # a masked LM predicts no answers
         write_json(output_dir / "predictions.json", model.last_predictions)
-        write_json(output_dir / "nbest_predictions.json", model.last_nbest)
+        if hasattr(model, "last_nbest"):  # the reader's n-best spans; a classifier's records hold probabilities
+            write_json(output_dir / "nbest_predictions.json", model.last_nbest)
+
+
+def save_test_predictions(cfg: DictConfig, run: dict[str, Any], output_dir: Path, ckpt: str | None) -> dict[str, Any]:
+    """fit with ``datamodule.test_file``: that file's predictions too (``test_predictions.json``), e.g. per K-fold run."""
+    model, trainer = run["model"], run["trainer"]
+    if not cfg.datamodule.get("test_file") or not hasattr(model, "last_predictions"):
+        return {}
+    trainer.predict(model, datamodule=run["datamodule"], ckpt_path=ckpt, return_predictions=False)
+    if trainer.is_global_zero:
+        write_json(output_dir / "test_predictions.json", model.last_predictions)
+    return {"test_predictions": len(model.last_predictions)}
+
+
+def export_artifacts(run: dict[str, Any], output_dir: Path) -> dict[str, Any]:
+    """What a module writes besides checkpoints (``mlm_backbone/``, LoRA ``merged/``), from its weights.
+
+    Rank 0 writes; the broadcast gives every rank the paths once they exist (a next stage loads them).
+    """
+    export = getattr(run["model"], "export_artifacts", None)
+    if export is None:
+        return {}
+    trainer = run["trainer"]
+    return trainer.strategy.broadcast(export(output_dir) if trainer.is_global_zero else {})
 
 
 def eval_metrics(results: list[dict[str, Any]], prefix: str = "val") -> dict[str, float]:
@@ -122,12 +166,23 @@ def eval_metrics(results: list[dict[str, Any]], prefix: str = "val") -> dict[str
 def task_fit(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     """Train (resuming from ``ckpt_path`` when given), then validate the best checkpoint."""
     from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+    from callbacks.resume import interrupt_exit_code
     from callbacks.throughput import TrainThroughput
+    from callbacks.tuning import tune
 
     run = build_run(cfg)
     trainer, model, datamodule = run["trainer"], run["model"], run["datamodule"]
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    tuning = OmegaConf.to_container(cfg.tune, resolve=True) if cfg.get("tune") else {}
+    if cfg.get("ckpt_path") and (tuning.get("lr_find") or tuning.get("batch_size")):
+        log.warning("resuming from ckpt_path: tune.* is skipped (the checkpoint holds the LR and the batch order)")
+    elif tuning:
+        tune(tuning, trainer, model, datamodule, output_dir)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    except SIGTERMException:  # Ctrl-C or SIGTERM: callbacks.last_checkpoint wrote last.ckpt
+        raise SystemExit(interrupt_exit_code(trainer)) from None
     checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
     best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
     results = trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)
@@ -139,6 +194,8 @@ def task_fit(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     metrics["best_checkpoint"] = best
     metrics["global_step"] = trainer.global_step
     save_predictions(run, output_dir)
+    metrics.update(export_artifacts(run, output_dir))  # after validate(ckpt_path=best): the best weights
+    metrics.update(save_test_predictions(cfg, run, output_dir, best))
     return metrics
 
 
@@ -183,6 +240,13 @@ def task_score(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         log.warning("%d predicted ids are not in the gold file (e.g. %s); they are ignored", len(unknown), unknown[:3])
     scores = evaluate(to_squad_json(examples)["data"], predictions)
     return {**scores, "examples": len(examples), "predictions_file": str(pred_path)}
+
+
+def task_ensemble(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+    """Soft-vote the class probabilities of several classifier runs (run dirs or a sweep dir) into predictions.json."""
+    from models.ensemble import run_ensemble
+
+    return run_ensemble(OmegaConf.to_container(cfg.ensemble, resolve=True), output_dir)
 
 
 def task_retrieve(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
@@ -252,11 +316,148 @@ def task_odqa(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     return metrics
 
 
+# ----------------------------------------------------------------------------- stages
+
+# What the next stage starts from, by preference: an exported HF directory, else the best checkpoint.
+HANDOFF_KEYS = ("mlm_backbone", "merged_model")
+
+
+def stage_list(cfg: DictConfig) -> list[dict[str, Any]]:
+    """``stages:`` entries: ``name`` (its sub-directory), ``overrides`` (Hydra overrides), ``from_previous``."""
+    stages = OmegaConf.to_container(cfg.stages, resolve=False)
+    if not isinstance(stages, list) or not stages:
+        raise ValueError("stages must be a list of {name, overrides} entries: see conf/experiment/mrc_two_stage.yaml.")
+    names = []
+    for index, stage in enumerate(stages):
+        name = stage.get("name") if isinstance(stage, dict) else None
+        overrides = stage.get("overrides", []) if isinstance(stage, dict) else None
+        if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"stages[{index}]: name each stage with letters, digits, '-' or '_' (got {name!r}).")
+        if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+            raise ValueError(f"stages[{index}] ({name}): overrides must be a list of Hydra overrides (k=v).")
+        names.append(name)
+    if len(set(names)) != len(names):
+        raise ValueError(f"stages: names must be unique (got {names}); each one is a sub-directory of the run.")
+    return stages
+
+
+def quote(value: Any) -> str:
+    """A path as a Hydra override value (quoted: paths may hold characters the override grammar reserves)."""
+    return "'" + str(value).replace("'", "\\'") + "'"
+
+
+def compose_stage(
+    cli: list[str], own: list[str], internal: list[str], name: str
+) -> tuple[DictConfig, list[str]]:
+    """The stage's config: the command line's overrides, then the stage's own (and ``internal``), which win.
+
+    A command-line override of a key the stage sets is dropped; so is one inside a config group the
+    stage switches (``datamodule=mlm_text``) when the new option has no such key. Returns the dropped ones.
+    """
+    from hydra import compose
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    config_name = HydraConfig.get().job.config_name
+    groups = set(GlobalHydra.instance().config_loader().list_groups(""))
+    parser = OverridesParser.create()
+    try:
+        own_keys = {o.key_or_group for o in parser.parse_overrides(own + internal)}
+        switched = own_keys & groups
+        kept, dropped, unsure = [], [], []
+        for override in parser.parse_overrides(cli):
+            line, key = override.input_line, override.key_or_group
+            if key in own_keys:
+                dropped.append(line)
+            elif key.split(".")[0] in switched and key not in groups:
+                unsure.append((line, override))
+            else:
+                kept.append(line)
+        if unsure:
+            probe = compose(config_name=config_name, overrides=kept + own + internal)
+            absent = object()
+            for line, override in unsure:
+                exists = OmegaConf.select(probe, override.key_or_group, default=absent) is not absent
+                (kept if exists and not override.is_add() else dropped).append(line)
+        stage_cfg = compose(config_name=config_name, overrides=kept + own + internal)
+    except (HydraException, OmegaConfBaseException) as error:
+        raise ValueError(f"stage {name} (overrides {own}): {error}") from None
+    if stage_cfg.task not in TASKS:
+        raise ValueError(f"stage {name}: task={stage_cfg.task!r} is unknown: choose one of {', '.join(TASKS)}.")
+    return stage_cfg, dropped
+
+
+def handoff(name: str, stage_dir: Path, metrics: dict[str, Any]) -> tuple[str, str]:
+    """(backbone directory, weights) the next stage starts from: tokenizer and encoder stay together."""
+    for key in HANDOFF_KEYS:
+        if metrics.get(key):
+            return str(metrics[key]), str(metrics[key])
+    weights = metrics.get("best_checkpoint") or stage_dir / "checkpoints" / "last.ckpt"
+    if not Path(weights).exists():
+        raise ValueError(f"stage {name} left no checkpoint for the next stage to start from ({weights}).")
+    return str(stage_dir / "backbone"), str(weights)
+
+
+def run_stages(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+    """Run ``cfg.stages`` in order, each in ``<run>/<name>/``, each from the previous stage's weights.
+
+    A later stage loads the previous stage's tokenizer and config (``backbone=local``) and its weights
+    (``model.init_from``: an exported directory or the best checkpoint); optimizer and schedule start fresh.
+    The run's metrics are the last stage's, plus every stage's under ``stages``.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    if cfg.get("ckpt_path"):
+        raise ValueError("ckpt_path= resumes one training run; it is ambiguous for a multi-stage experiment.")
+    stages = stage_list(cfg)
+    cli = list(HydraConfig.get().overrides.task)
+
+    def internal(index: int, previous: tuple[str, str] | None) -> list[str]:
+        """Run dir and tag; unless ``from_previous: false``, the previous stage's backbone and weights."""
+        name = stages[index]["name"]
+        tags = ",".join(quote(tag) for tag in [*(cfg.get("tags") or []), name])  # loggers tell the stages apart
+        out = [f"paths.output_dir={quote(output_dir / name)}", f"tags=[{tags}]"]
+        if index > 0 and stages[index].get("from_previous", True):
+            backbone_dir, weights = previous or ("<previous stage>", "<previous stage>")
+            out += ["backbone=local", f"backbone.name_or_path={quote(backbone_dir)}"]
+            out.append(f"model.init_from={quote(weights)}")
+        return out
+
+    for index, stage in enumerate(stages):  # every stage composes before the first one trains
+        compose_stage(cli, stage.get("overrides", []), internal(index, None), stage["name"])
+    results: dict[str, dict[str, Any]] = {}
+    previous: tuple[str, str] | None = None
+    for index, stage in enumerate(stages):
+        name, stage_dir = stage["name"], output_dir / stage["name"]
+        stage_cfg, dropped = compose_stage(cli, stage.get("overrides", []), internal(index, previous), name)
+        if is_rank_zero():
+            stage_dir.mkdir(parents=True, exist_ok=True)
+            OmegaConf.save(stage_cfg, stage_dir / "config.yaml", resolve=True)  # what the stage ran with
+            print(f"Stage {index + 1}/{len(stages)} {name}: task={stage_cfg.task}, run dir {stage_dir}")
+        if dropped:
+            log.info("stage %s: command-line overrides it replaces or cannot take: %s", name, dropped)
+        try:
+            metrics = {"task": stage_cfg.task, "stage": name, **TASKS[stage_cfg.task](stage_cfg, stage_dir)}
+        finally:
+            finish_wandb()  # one W&B run per stage
+        if is_rank_zero():
+            write_json(stage_dir / "metrics.json", metrics)
+        results[name] = metrics
+        if index + 1 < len(stages):
+            previous = handoff(name, stage_dir, metrics)
+    final = {k: v for k, v in results[stages[-1]["name"]].items() if k not in ("task", "stage")}
+    return {**final, "stages": results}
+
+
 TASKS: dict[str, Callable[[DictConfig, Path], dict[str, Any]]] = {
     "fit": task_fit,
     "validate": task_validate,
     "predict": task_predict,
     "score": task_score,
+    "ensemble": task_ensemble,
     "retrieve": task_retrieve,
     "odqa": task_odqa,
 }
@@ -266,17 +467,37 @@ def run_task(cfg: DictConfig) -> dict[str, Any]:
     if cfg.task not in TASKS:
         raise ValueError(f"task={cfg.task!r} is unknown: choose one of {', '.join(TASKS)}.")
     output_dir = Path(cfg.paths.output_dir)
-    if cfg.get("print_config", True):
+    if cfg.get("print_config", True) and is_rank_zero():
         print_config(cfg)
-    print(f"Run dir: {output_dir}")
+    if is_rank_zero():
+        print(f"Run dir: {output_dir}")
     try:
-        metrics = TASKS[cfg.task](cfg, output_dir)
+        metrics = run_stages(cfg, output_dir) if cfg.get("stages") else TASKS[cfg.task](cfg, output_dir)
     finally:
         finish_wandb()
     metrics = {"task": cfg.task, **metrics}
-    write_json(output_dir / "metrics.json", metrics)
-    print(json.dumps(metrics, ensure_ascii=False, indent=2))
+    if is_rank_zero():
+        write_json(output_dir / "metrics.json", metrics)
+        print(json.dumps(metrics, ensure_ascii=False, indent=2))
     return metrics
+
+
+def is_rank_zero() -> bool:
+    """Under DDP Lightning re-runs this script once per process; only rank 0 writes run files."""
+    rank_zero = sys.modules.get("lightning.fabric.utilities.rank_zero")
+    if rank_zero is not None:
+        return rank_zero.rank_zero_only.rank == 0
+    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):  # Lightning's order, before import
+        if key in os.environ:
+            return int(os.environ[key]) == 0
+    return True
+
+
+def in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def finish_wandb() -> None:
@@ -308,6 +529,8 @@ def main(cfg: DictConfig) -> float | None:
         cause = user_error(error)
         if cause is None or cfg.get("debug", False):
             raise
+        if in_multirun():  # the sweeper records the failed job (Optuna: state FAIL) and decides what follows
+            raise cause from None
         print(f"\nerror: {cause}\n(run with debug=true for the full traceback)", file=sys.stderr)
         sys.exit(1)
     objective = cfg.get("optimized_metric")

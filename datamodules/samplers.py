@@ -3,12 +3,15 @@
 Under DDP Lightning wraps any custom sampler in ``DistributedSamplerWrapper(shuffle=False)``: each
 rank then reads every world_size-th index of this order, so every rank still sees easy-to-hard (or
 batches of similar length). Both samplers are seeded per epoch through ``set_epoch``, so a resumed run
-draws the same order as an uninterrupted one.
+draws the same order as an uninterrupted one; ``SkipFirst`` drops what a mid-epoch checkpoint had
+already consumed (``callbacks.resume.ExactResume`` puts it in place).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -89,3 +92,30 @@ class CurriculumSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.order)
+
+
+class SkipFirst(Sampler[int]):
+    """Drops the first ``skip`` indices of the next pass over ``sampler``, once; later passes are untouched.
+
+    A mid-epoch resume goes on from the batch where the checkpoint was written: skipping indices (not
+    loaded batches) costs nothing, and the length stays the epoch's full length, which is what Lightning's
+    batch counter expects. Under DDP ``sampler`` is the rank's ``DistributedSamplerWrapper``, so ``skip``
+    counts this rank's indices.
+    """
+
+    def __init__(self, sampler: Any, skip: int) -> None:
+        if skip < 0:
+            raise ValueError(f"SkipFirst: skip={skip} must be >= 0.")
+        self.sampler = sampler
+        self.skip = skip
+
+    def set_epoch(self, epoch: int) -> None:
+        if callable(getattr(self.sampler, "set_epoch", None)):
+            self.sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        skip, self.skip = self.skip, 0
+        return itertools.islice(iter(self.sampler), skip, None)
+
+    def __len__(self) -> int:
+        return len(self.sampler)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -11,6 +12,8 @@ from lightning.pytorch import LightningModule
 from transformers import AutoModelForQuestionAnswering
 
 from models.backbone import Backbone
+from models.encoder import build_encoder
+from models.lora import check_checkpoint, count_parameters, export_adapter, export_pretrained, lora_enabled
 from models.optim import build_optimizer, build_scheduler
 from models.qa_metrics import SquadScores
 from models.qa_postprocess import decode_predictions, topk_candidates
@@ -33,15 +36,15 @@ class ExtractiveReader(LightningModule):
         scheduler: Mapping[str, Any],
         n_best_size: int = 20,
         max_answer_length: int = 30,
+        init_from: str | None = None,
+        lora: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         # Only plain containers go into the checkpoint (torch>=2.6 loads with weights_only=True).
         self.save_hyperparameters(ignore=["backbone"])
         self.hparams["backbone_source"] = backbone.source
-        if backbone.weights:
-            self.encoder = AutoModelForQuestionAnswering.from_pretrained(backbone.weights, config=backbone.config)
-        else:
-            self.encoder = AutoModelForQuestionAnswering.from_config(backbone.config)
+        self.encoder = build_encoder(AutoModelForQuestionAnswering, backbone, init_from=init_from, lora=lora)
+        self.tokenizer = backbone.tokenizer
         # RoBERTa-style (type_vocab_size 1) and ModernBERT/DistilBERT-style (no segments) encoders get none
         self.uses_token_types = getattr(backbone.config, "type_vocab_size", 1) > 1
         self.candidates = SpanCandidates()
@@ -137,3 +140,20 @@ class ExtractiveReader(LightningModule):
         if scheduler is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    # ------------------------------------------------------------------ checkpoints and exports
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        check_checkpoint(checkpoint, self.hparams.get("lora"))
+
+    def export_artifacts(self, output_dir: Path) -> dict[str, Any]:
+        """With LoRA: the adapters (``adapter/``) and the merged model (``merged/``) of the current weights."""
+        lora = self.hparams.get("lora")
+        if not lora_enabled(lora):
+            return {}
+        out: dict[str, Any] = dict(count_parameters(self.encoder))
+        out["adapter"] = str(export_adapter(self.encoder, Path(output_dir) / "adapter"))
+        if lora.get("export_merged", True):
+            merged = export_pretrained(self.encoder, self.tokenizer, Path(output_dir) / "merged")
+            out["merged_model"] = str(merged)
+        return out

@@ -36,6 +36,7 @@ class SpanCandidates(Metric):
             getattr(self, name).append(value.detach())
 
     def compute(self) -> dict[str, torch.Tensor]:
-        if not self.feature_index:
+        # Under DDP, torchmetrics syncs before compute and the list states arrive as one gathered tensor.
+        if isinstance(self.feature_index, list) and not self.feature_index:
             return {}
         return {name: dim_zero_cat(getattr(self, name)).cpu() for name in self.fields}

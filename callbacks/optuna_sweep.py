@@ -1,0 +1,324 @@
+"""Optuna hyper-parameter search as a Hydra sweeper: ``python main.py hparams_search=optuna``.
+
+Why not hydra-optuna-sweeper: its newest release (1.3.0) pins ``optuna<3`` (pip downgrades Optuna to 2.10),
+and Optuna 2.10's SQLite storage fails on SQLAlchemy 2 (``assert version is not None``), so a study can be
+neither stored nor resumed, and it cannot prune. This sweeper keeps Hydra's launcher and job directories
+(``<sweep dir>/<trial number>/`` with ``metrics.json``, ``.hydra/``, ``main.log``) and drives current Optuna
+with ask/tell:
+
+* the study lives in SQLite under the sweep dir (``optuna.db``): run the same command with the same
+  ``hydra.sweep.dir`` to resume; ``n_trials`` counts the trials the study already has;
+* the search space uses Hydra's sweep grammar (``interval``, ``tag(log, interval(...))``, ``tag(int, ...)``,
+  ``choice``, ``range``, ``a,b,c``), from ``hydra.sweeper.params`` and from sweep overrides on the command
+  line;
+* a trial that raises is recorded as FAIL with its message (and ``error.txt`` in its job dir) and the sweep
+  goes on; :class:`OptunaPruning` reports each validation to the pruner, a pruned trial is PRUNED;
+* ``sweep_summary.json`` in the sweep dir is rewritten after every trial.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import traceback
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.trainer.states import TrainerFn
+
+from datamodules.files import write_json
+
+log = logging.getLogger(__name__)
+
+SUMMARY_FILE = "sweep_summary.json"
+_active_trial: Any = None  # the trial whose job runs now (Hydra's basic launcher runs jobs in this process)
+
+
+def active_trial() -> Any:
+    """The Optuna trial of the job running in this process, or None outside an Optuna sweep."""
+    return _active_trial
+
+
+# ----------------------------------------------------------------------------- search space
+
+
+def _override_prefix(override: Any) -> str:
+    return {"ADD": "+", "FORCE_ADD": "++"}.get(override.type.name, "")
+
+
+def search_space(arguments: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
+    """Hydra override strings -> (Optuna distributions keyed by override key, fixed overrides).
+
+    A later argument for the same key replaces an earlier one, so the command line beats the config.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import IntervalSweep, Transformer
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    space: dict[str, Any] = {}
+    fixed: dict[str, str] = {}
+    for override in OverridesParser.create().parse_overrides(list(arguments)):
+        key = _override_prefix(override) + override.get_key_element()
+        space.pop(key, None)
+        fixed.pop(key, None)
+        if not override.is_sweep_override():
+            fixed[key] = override.input_line or f"{key}={override.get_value_element_as_str()}"
+            continue
+        value = override.value()
+        if isinstance(value, IntervalSweep):  # Hydra parses interval bounds as floats: tag(int, ...) for ints
+            log_scale = "log" in value.tags
+            if "int" in value.tags:
+                space[key] = IntDistribution(int(value.start), int(value.end), log=log_scale)
+            else:
+                space[key] = FloatDistribution(float(value.start), float(value.end), log=log_scale)
+        else:  # choice(...), a,b,c and range(...): the values Hydra would enumerate, as categories
+            choices = list(override.sweep_iterator(transformer=Transformer.encode))
+            if not choices:
+                raise ValueError(f"hparams_search: {override.input_line!r} sweeps over no values.")
+            space[key] = CategoricalDistribution(choices)
+    return space, list(fixed.values())
+
+
+def trial_overrides(params: Mapping[str, Any]) -> list[str]:
+    """Optuna params -> Hydra overrides (categorical values are already Hydra-encoded strings)."""
+    return [f"{key}={value!r}" if isinstance(value, float) else f"{key}={value}" for key, value in params.items()]
+
+
+# ----------------------------------------------------------------------------- summary
+
+
+def _read_metrics(output_dir: str | None) -> dict[str, Any] | None:
+    import json
+
+    path = Path(output_dir) / "metrics.json" if output_dir else None
+    if path is None or not path.exists():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def write_summary(study: Any, path: Path, optimized_metric: str | None, storage: str) -> dict[str, Any]:
+    """Every trial's params, state, value, metrics and error, plus the best trial, as one JSON file."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    rows = []
+    for trial in trials:
+        output_dir = trial.user_attrs.get("output_dir")
+        rows.append(
+            {
+                "number": trial.number,
+                "state": trial.state.name,
+                "params": trial.params,
+                "overrides": trial_overrides(trial.params),
+                "value": trial.value,
+                "metrics": _read_metrics(output_dir),
+                "error": trial.user_attrs.get("error")
+                or ("interrupted: the sweep stopped during this trial" if trial.state == TrialState.FAIL else None),
+                "intermediate_values": {str(step): v for step, v in trial.intermediate_values.items()},
+                "output_dir": output_dir,
+                "duration_seconds": trial.duration.total_seconds() if trial.duration else None,
+            }
+        )
+    best = study.best_trial if any(t.state == TrialState.COMPLETE for t in trials) else None
+    summary = {
+        "study_name": study.study_name,
+        "storage": storage,
+        "direction": study.direction.name.lower(),
+        "optimized_metric": optimized_metric,
+        "n_trials": len(trials),
+        "states": dict(Counter(t.state.name for t in trials)),
+        "best_trial": best.number if best else None,
+        "best_value": best.value if best else None,
+        "best_params": best.params if best else None,
+        "best_overrides": trial_overrides(best.params) if best else None,
+        "trials": rows,
+    }
+    write_json(path, summary)
+    return summary
+
+
+# ----------------------------------------------------------------------------- the sweep
+
+
+class OptunaStudy:
+    """Ask Optuna for a trial, run it as a Hydra job, tell Optuna the job's return value; repeat."""
+
+    def __init__(
+        self,
+        direction: str = "maximize",
+        n_trials: int = 20,
+        study_name: str | None = None,
+        storage: str | None = None,
+        sampler: Any = None,
+        pruner: Any = None,
+        params: Mapping[str, Any] | None = None,
+        enqueue_trials: Iterable[Mapping[str, Any]] | None = None,
+    ) -> None:
+        if direction not in ("maximize", "minimize"):
+            raise ValueError(f"hydra.sweeper.direction={direction!r}: use maximize or minimize.")
+        if int(n_trials) < 1:
+            raise ValueError(f"hydra.sweeper.n_trials={n_trials}: run at least one trial.")
+        self.direction = direction
+        self.n_trials = int(n_trials)
+        self.study_name = study_name
+        self.storage = storage
+        self.sampler = sampler
+        self.pruner = pruner
+        self.params = dict(params or {})
+        self.enqueue_trials = [dict(p) for p in enqueue_trials or []]
+        self.config: Any = None
+        self.launcher: Any = None
+
+    def setup(self, *, hydra_context: Any, task_function: Any, config: Any) -> None:
+        from hydra.core.plugins import Plugins
+
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            config=config, hydra_context=hydra_context, task_function=task_function
+        )
+
+    def _create_study(self, sweep_dir: Path) -> tuple[Any, str]:
+        import optuna
+
+        storage = self.storage or f"sqlite:///{(sweep_dir / 'optuna.db').resolve()}"
+        study = optuna.create_study(
+            study_name=self.study_name or "sweep",
+            storage=storage,
+            sampler=self.sampler,
+            pruner=self.pruner,
+            direction=self.direction,
+            load_if_exists=True,
+        )
+        if study.direction.name.lower() != self.direction:
+            raise ValueError(
+                f"The study {study.study_name!r} in {storage} was created with direction="
+                f"{study.direction.name.lower()}; use that, or a new hydra.sweep.dir for a new study."
+            )
+        stale = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.RUNNING])
+        for trial in stale:  # left RUNNING by a sweep that was killed: resume without them
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+        if not study.get_trials(deepcopy=False):
+            for params in self.enqueue_trials:
+                study.enqueue_trial(params)
+        return study, storage
+
+    def sweep(self, arguments: list[str]) -> list[Any]:
+        import optuna
+
+        global _active_trial
+        assert self.config is not None and self.launcher is not None, "setup() first"
+        space, fixed = search_space([f"{k}={v}" for k, v in self.params.items()] + list(arguments))
+        if not space:
+            raise ValueError(
+                "hparams_search: the search space is empty: set hydra.sweeper.params or pass sweep overrides "
+                "such as 'model.optimizer.lr=tag(log,interval(1e-5,1e-3))'."
+            )
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        study, storage = self._create_study(sweep_dir)
+        metric = self.config.get("optimized_metric")
+        log.info("Optuna study %r in %s: %s %s over %s", study.study_name, storage, self.direction, metric, space)
+        returns = []
+        stopped = False
+        done = optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING
+        while not stopped and sum(t.state not in done for t in study.get_trials(deepcopy=False)) < self.n_trials:
+            trial = study.ask(space)
+            overrides = [*fixed, *trial_overrides(trial.params)]
+            log.info("Trial %d: %s", trial.number, " ".join(trial_overrides(trial.params)))
+            _active_trial = trial
+            try:
+                [ret] = self.launcher.launch([overrides], initial_job_idx=trial.number)
+            except Exception as exc:  # noqa: BLE001  (e.g. a sampled value the config cannot take)
+                ret, outcome = None, (optuna.trial.TrialState.FAIL, None, f"{type(exc).__name__}: {exc}")
+            else:
+                returns.append(ret)
+                outcome = self._outcome(ret, metric)
+            finally:
+                _active_trial = None
+            state, value, error = outcome
+            output_dir = str(ret.hydra_cfg.hydra.runtime.output_dir) if ret is not None and ret.hydra_cfg else None
+            trial.set_user_attr("output_dir", output_dir)
+            if error is not None:
+                trial.set_user_attr("error", error)
+                log.warning("Trial %d %s: %s", trial.number, state.name, error)
+            try:
+                study.tell(trial, value, state=state)
+            except RuntimeError as exc:  # grid/brute-force samplers call study.stop() when the space is exhausted
+                if "Study.stop" not in str(exc):
+                    raise
+                log.info("The sampler has covered the whole search space: stopping.")
+                stopped = True
+            write_summary(study, sweep_dir / SUMMARY_FILE, metric, storage)
+        summary = write_summary(study, sweep_dir / SUMMARY_FILE, metric, storage)
+        log.info(
+            "Best trial %s: %s=%s with %s (summary: %s)",
+            summary["best_trial"], metric, summary["best_value"], summary["best_params"], sweep_dir / SUMMARY_FILE,
+        )
+        if summary["states"] == {"FAIL": summary["n_trials"]}:  # a broken setup, not bad luck: exit non-zero
+            raise RuntimeError(f"Every trial failed; the errors are in {sweep_dir / SUMMARY_FILE}.")
+        return returns
+
+    @staticmethod
+    def _outcome(ret: Any, metric: str | None) -> tuple[Any, float | None, str | None]:
+        """(state, value, error message) of one finished Hydra job."""
+        from hydra.core.utils import JobStatus
+        from optuna import TrialPruned
+        from optuna.trial import TrialState
+
+        if ret.status == JobStatus.FAILED:
+            try:
+                ret.return_value  # noqa: B018  (JobReturn re-raises the job's exception here)
+            except TrialPruned as exc:
+                return TrialState.PRUNED, None, f"pruned: {exc}"
+            except Exception as exc:  # noqa: BLE001  (any error of a trial is recorded, the sweep goes on)
+                output_dir = ret.hydra_cfg.hydra.runtime.output_dir if ret.hydra_cfg else None
+                if output_dir:
+                    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+                    Path(output_dir, "error.txt").write_text(text, encoding="utf-8")
+                return TrialState.FAIL, None, f"{type(exc).__name__}: {exc}"
+        value = ret.return_value
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            return TrialState.FAIL, None, f"the job returned {value!r}, not a number: is optimized_metric={metric!r} a key of metrics.json?"
+        if not math.isfinite(value):
+            return TrialState.FAIL, None, f"{metric}={value} is not finite"
+        return TrialState.COMPLETE, value, None
+
+
+# ----------------------------------------------------------------------------- pruning
+
+
+class OptunaPruning(Callback):
+    """Reports ``monitor`` to the running Optuna trial after each validation of ``fit``; the pruner may stop it.
+
+    Step n is the trial's n-th validation, so trials with different batch sizes compare like with like. Outside
+    an Optuna sweep (no active trial) it does nothing.
+    """
+
+    def __init__(self, monitor: str) -> None:
+        self.monitor = monitor
+        self.validations = 0
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.validations = 0
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        import optuna
+
+        trial = active_trial()
+        if trial is None or trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
+            return
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None:
+            raise ValueError(
+                f"OptunaPruning monitors {self.monitor!r}, which was not logged; logged: {sorted(trainer.callback_metrics)}."
+            )
+        step = self.validations
+        self.validations += 1
+        trial.report(float(value), step=step)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"{self.monitor}={float(value):.4f} at validation {step}")

@@ -1,0 +1,44 @@
+"""Registers ``hydra/sweeper=optuna_study``; the logic lives in :mod:`callbacks.optuna_sweep`.
+
+Hydra instantiates sweepers only from classes defined under ``hydra_plugins``, hence this thin shim.
+(No ``from __future__ import annotations`` and no dataclass: Hydra's plugin scan executes this module
+before registering it in ``sys.modules``.)
+"""
+
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from hydra.plugins.sweeper import Sweeper
+
+DEFAULTS: dict[str, Any] = {
+    "_target_": "hydra_plugins.kornlp_sweepers.optuna_study_sweeper.OptunaStudySweeper",
+    # maximize | minimize the job's return value (main.py returns metrics[optimized_metric])
+    "direction": "maximize",
+    # trials in the study, counting those of an earlier run of the same sweep dir (resume)
+    "n_trials": 20,
+    "study_name": None,
+    # None: sqlite:///<hydra.sweep.dir>/optuna.db
+    "storage": None,
+    "sampler": None,
+    "pruner": None,
+    # {override key: Hydra sweep expression}, e.g. {"model.optimizer.lr": "tag(log, interval(1e-5, 1e-3))"}
+    "params": {},
+    # parameter sets to run first (a fresh study only)
+    "enqueue_trials": [],
+}
+ConfigStore.instance().store(group="hydra/sweeper", name="optuna_study", node=DEFAULTS, provider="kornlp")
+
+
+class OptunaStudySweeper(Sweeper):
+    """Hydra's face of :class:`callbacks.optuna_sweep.OptunaStudy`."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        from callbacks.optuna_sweep import OptunaStudy
+
+        self.study = OptunaStudy(**kwargs)
+
+    def setup(self, *, hydra_context: Any, task_function: Any, config: Any) -> None:
+        self.study.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+
+    def sweep(self, arguments: list[str]) -> Any:
+        return self.study.sweep(arguments)

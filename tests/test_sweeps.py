@@ -1,0 +1,146 @@
+"""Sweeps through main.py: a Hydra grid multirun and the Optuna sweeper (failures, resume, pruning)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from callbacks.optuna_sweep import search_space, trial_overrides
+from tests.conftest import TINY_RUN, read_json, run_main
+from tests.test_wandb import offline_run
+
+CURRICULUM = "datamodule.curriculum.name"
+# A search space with one bad value: a brute-force sampler tries each value once, the bad one first.
+OPTUNA_TINY = [
+    "hparams_search=optuna",
+    "~hydra.sweeper.params",
+    "hydra.sweeper.sampler._target_=optuna.samplers.BruteForceSampler",
+    "~hydra.sweeper.sampler.n_startup_trials",
+    f"{CURRICULUM}=choice(none,length,vibes)",
+    f"hydra.sweeper.enqueue_trials=[{{{CURRICULUM}:vibes}}]",
+]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One feature/tokenizer cache for the module: the tiny tokenizer is trained once."""
+    return tmp_path_factory.mktemp("cache")
+
+
+def run_sweep(*overrides: str, sweep_dir: Path, cache_dir: Path):
+    return run_main(*overrides, f"hydra.sweep.dir={sweep_dir}", run_dir=sweep_dir / "unused", cache_dir=cache_dir)
+
+
+def test_search_space_from_hydra_sweep_grammar() -> None:
+    space, fixed = search_space(
+        [
+            "model.optimizer.lr=tag(log, interval(1e-5, 1e-2))",
+            "model.scheduler.warmup_ratio=interval(0.0, 0.2)",
+            "trainer.max_epochs=tag(int, interval(1, 4))",
+            "model.n_best_size=tag(int, log, interval(4, 64))",
+            "datamodule.batch_size=choice(8, 16)",
+            "model.scheduler.name=linear,cosine",
+            "seed=range(1, 4)",
+            "trainer.precision=32-true",
+            "datamodule.batch_size=choice(4, 32)",  # later beats earlier: the command line beats the config
+        ]
+    )
+    assert space["model.optimizer.lr"] == FloatDistribution(1e-5, 1e-2, log=True)
+    assert space["model.scheduler.warmup_ratio"] == FloatDistribution(0.0, 0.2)
+    assert space["trainer.max_epochs"] == IntDistribution(1, 4)
+    assert space["model.n_best_size"] == IntDistribution(4, 64, log=True)
+    assert space["datamodule.batch_size"] == CategoricalDistribution([4, 32])
+    assert space["model.scheduler.name"] == CategoricalDistribution(["linear", "cosine"])
+    assert space["seed"] == CategoricalDistribution([1, 2, 3])
+    assert fixed == ["trainer.precision=32-true"]
+    assert trial_overrides({"model.optimizer.lr": 3e-4, "datamodule.batch_size": 32}) == [
+        "model.optimizer.lr=0.0003",
+        "datamodule.batch_size=32",
+    ]
+
+
+def test_optuna_sweep_records_a_failed_trial_goes_on_and_resumes(tmp_path: Path, cache: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    run_sweep(*OPTUNA_TINY, *TINY_RUN, "hydra.sweeper.n_trials=2", sweep_dir=sweep_dir, cache_dir=cache)
+    summary = read_json(sweep_dir / "sweep_summary.json")
+    failed, first = summary["trials"]
+    assert failed["state"] == "FAIL" and failed["params"] == {CURRICULUM: "vibes"}
+    assert "curriculum.name='vibes' is unknown" in failed["error"] and failed["metrics"] is None
+    assert "ValueError" in (sweep_dir / "0" / "error.txt").read_text(encoding="utf-8")
+    assert first["state"] == "COMPLETE"  # the sweep went on after the failure
+
+    # the same command on the same sweep dir resumes the stored study: n_trials counts the earlier trials
+    run_sweep(*OPTUNA_TINY, *TINY_RUN, "hydra.sweeper.n_trials=3", sweep_dir=sweep_dir, cache_dir=cache)
+    summary = read_json(sweep_dir / "sweep_summary.json")
+    trials = summary["trials"]
+    assert [t["number"] for t in trials] == [0, 1, 2]
+    assert [t["state"] for t in trials] == ["FAIL", "COMPLETE", "COMPLETE"]
+    assert {t["params"][CURRICULUM] for t in trials} == {"none", "length", "vibes"}
+    for trial in trials[1:]:
+        metrics = read_json(sweep_dir / str(trial["number"]) / "metrics.json")
+        assert trial["metrics"] == metrics and trial["value"] == metrics["f1"]
+        assert trial["output_dir"] == str(sweep_dir / str(trial["number"]))
+    best = max(trials[1:], key=lambda t: t["value"])
+    assert (summary["best_trial"], summary["best_value"]) == (best["number"], best["value"])
+    assert summary["best_params"] == best["params"] and summary["best_overrides"] == best["overrides"]
+    assert (summary["optimized_metric"], summary["direction"]) == ("f1", "maximize")
+    study = optuna.load_study(study_name=summary["study_name"], storage=summary["storage"])
+    assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE", "COMPLETE"]
+
+
+def test_optuna_sweep_where_every_trial_fails_exits_non_zero(tmp_path: Path, cache: Path) -> None:
+    """A sampled value the config cannot take fails its trial (recorded); a sweep with no good trial is an error."""
+    sweep_dir = tmp_path / "sweep"
+    result = run_main(
+        "hparams_search=optuna", "~hydra.sweeper.params", "model.no_such_key=choice(1,2)", "hydra.sweeper.n_trials=2",
+        *TINY_RUN, f"hydra.sweep.dir={sweep_dir}", run_dir=sweep_dir / "unused", cache_dir=cache, check=False,
+    )
+    assert result.returncode != 0 and "Every trial failed" in result.stderr
+    summary = read_json(sweep_dir / "sweep_summary.json")
+    assert summary["states"] == {"FAIL": 2} and summary["best_trial"] is None
+    assert all("Could not override 'model.no_such_key'" in t["error"] for t in summary["trials"])
+
+
+def test_optuna_pruning_and_minimize(tmp_path: Path, cache: Path) -> None:
+    """A pruner that stops every trial at its first validation; the study minimises exact_match."""
+    sweep_dir = tmp_path / "sweep"
+    run_sweep(
+        "hparams_search=optuna", "~hydra.sweeper.params", "model.optimizer.lr=tag(log,interval(1e-4,1e-2))",
+        "hydra.sweeper.n_trials=1", "hydra.sweeper.direction=minimize", "optimized_metric=exact_match",
+        "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner", "~hydra.sweeper.pruner.n_startup_trials",
+        "hydra.sweeper.pruner.n_warmup_steps=0", "+hydra.sweeper.pruner.upper=-1.0",
+        *TINY_RUN, "trainer.max_epochs=2", sweep_dir=sweep_dir, cache_dir=cache,
+    )
+    summary = read_json(sweep_dir / "sweep_summary.json")
+    (trial,) = summary["trials"]
+    assert trial["state"] == "PRUNED" and trial["error"].startswith("pruned: val_exact_match=")
+    assert list(trial["intermediate_values"]) == ["0"]  # stopped after epoch 0 of 2
+    assert summary["direction"] == "minimize" and summary["best_trial"] is None
+    assert not (sweep_dir / "0" / "metrics.json").exists()
+
+
+def test_hydra_grid_multirun_one_dir_metrics_and_wandb_run_per_job(
+    tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))
+    sweep_dir = tmp_path / "grid"
+    overrides = [o for o in TINY_RUN if not o.startswith("logger=")]
+    run_sweep(
+        "-m", "model.optimizer.lr=1e-5,3e-3", *overrides, "logger=many",
+        sweep_dir=sweep_dir, cache_dir=cache,
+    )
+    runs = []
+    for job, lr in (("0", 1e-5), ("1", 3e-3)):
+        metrics = read_json(sweep_dir / job / "metrics.json")
+        assert metrics["task"] == "fit" and metrics["examples"] == 12
+        assert f"model.optimizer.lr={lr:g}" in (sweep_dir / job / ".hydra" / "overrides.yaml").read_text()
+        assert (sweep_dir / job / "csv" / "metrics.csv").exists()
+        wb = offline_run(sweep_dir / job)
+        assert wb["config"]["model"]["optimizer"]["lr"] == lr
+        runs.append(wb["run"])
+    assert runs[0].run_id != runs[1].run_id  # each job finished its own W&B run
+    assert runs[0].run_group == runs[1].run_group == str(sweep_dir)  # one dashboard group per sweep
+    assert [r.display_name for r in runs] == ["fit-0", "fit-1"]
