@@ -82,6 +82,11 @@ def iter_texts(paths: Sequence[str | Path], fields: Sequence[str]) -> Iterator[s
                 for name in wanted & set(split.column_names):
                     yield from (t for t in split[name] if isinstance(t, str))
             continue
+        if path.suffix.lower() in (".csv", ".tsv"):
+            from datamodules.classification import read_records
+
+            yield from _walk_strings(read_records(path)[0], wanted)
+            continue
         yield from _walk_strings(_read_json_records(path), wanted)
 
 

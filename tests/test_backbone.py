@@ -32,3 +32,11 @@ def test_tokenizer_covers_korean_and_keeps_offsets() -> None:
     text = "훈란강은 어디에서 시작되는가?"
     pieces = [text[a:b] for a, b in encoded["offset_mapping"][1:-1]]
     assert "".join(pieces) == text.replace(" ", "")
+
+
+def test_tokenizer_text_comes_from_csv_files_too(tmp_path) -> None:
+    """Competition data is often CSV (KLUE-RE's train.csv): the offline backbone must read it."""
+    path = tmp_path / "train.csv"
+    path.write_text("id,sentence,label\n1,\"훈란강은 류요산에서 발원한다.\",a\n2,세루중공업의 창업자는 남율람이다.,b\n",
+                    encoding="utf-8")
+    assert list(iter_texts([path], ["sentence"])) == ["훈란강은 류요산에서 발원한다.", "세루중공업의 창업자는 남율람이다."]
