@@ -26,15 +26,13 @@ from models.cls_metrics import ClassificationOutputs, classification_scores
 from models.encoder import build_encoder
 from models.lora import (
     check_checkpoint,
-    count_parameters,
-    export_adapter,
-    export_pretrained,
+    export_lora,
     head_modules,
     is_peft_model,
     lora_enabled,
 )
 from models.losses import build_loss, class_weights
-from models.optim import build_optimizer, build_scheduler
+from models.optim import optimization
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 POOLINGS = ("cls", "entity")
@@ -197,11 +195,9 @@ class SequenceClassifier(LightningModule):
     # ------------------------------------------------------------------ optimisation
 
     def configure_optimizers(self) -> Any:
-        optimizer = build_optimizer(self, self.hparams.optimizer)  # encoder and, with entity pooling, its head
-        scheduler = build_scheduler(optimizer, self.hparams.scheduler, self.trainer.estimated_stepping_batches)
-        if scheduler is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        return optimization(
+            self, self.hparams.optimizer, self.hparams.scheduler, self.trainer.estimated_stepping_batches
+        )  # encoder and, with entity pooling, its head
 
     # ------------------------------------------------------------------ checkpoints and exports
 
@@ -220,8 +216,7 @@ class SequenceClassifier(LightningModule):
         lora = self.hparams.get("lora")
         if not lora_enabled(lora):
             return {}
-        out: dict[str, Any] = dict(count_parameters(self))
-        out["adapter"] = str(export_adapter(self.encoder, Path(output_dir) / "adapter"))
-        if lora.get("export_merged", True) and self.entity_head is None:  # the entity head is not an HF module
-            out["merged_model"] = str(export_pretrained(self.encoder, self.tokenizer, Path(output_dir) / "merged"))
-        return out
+        # the entity head is not an HF module, so a merged HF model would lose it
+        return export_lora(
+            self.encoder, self.tokenizer, lora, Path(output_dir), counted=self, mergeable=self.entity_head is None
+        )

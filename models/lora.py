@@ -123,3 +123,18 @@ def export_adapter(model: nn.Module, directory: str | Path) -> Path | None:
     directory = Path(directory)
     model.save_pretrained(directory)
     return directory
+
+
+def export_lora(
+    encoder: Any, tokenizer: Any, lora: Mapping[str, Any], output_dir: Path, *, counted: Any = None,
+    mergeable: bool = True,
+) -> dict[str, Any]:
+    """``adapter/`` and (unless ``export_merged: false`` or not ``mergeable``) ``merged/`` of a LoRA encoder.
+
+    ``counted``: the module whose parameters are reported (default: the encoder).
+    """
+    out: dict[str, Any] = dict(count_parameters(encoder if counted is None else counted))
+    out["adapter"] = str(export_adapter(encoder, Path(output_dir) / "adapter"))
+    if lora.get("export_merged", True) and mergeable:
+        out["merged_model"] = str(export_pretrained(encoder, tokenizer, Path(output_dir) / "merged"))
+    return out

@@ -21,7 +21,7 @@ from transformers import AutoModelForMaskedLM
 from models.backbone import Backbone
 from models.encoder import build_encoder
 from models.lora import check_checkpoint, count_parameters, export_pretrained, lora_enabled
-from models.optim import build_optimizer, build_scheduler
+from models.optim import optimization
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "labels")
 
@@ -97,11 +97,9 @@ class MaskedLanguageModel(LightningModule):
         self.val_windows.reset()
 
     def configure_optimizers(self) -> Any:
-        optimizer = build_optimizer(self.encoder, self.hparams.optimizer)
-        scheduler = build_scheduler(optimizer, self.hparams.scheduler, self.trainer.estimated_stepping_batches)
-        if scheduler is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        return optimization(
+            self.encoder, self.hparams.optimizer, self.hparams.scheduler, self.trainer.estimated_stepping_batches
+        )
 
     def configure_callbacks(self) -> list[Callback]:
         return retarget_callbacks(self.trainer.callbacks, self.hparams.monitor)

@@ -134,3 +134,12 @@ def build_scheduler(
             scheduler_specific_kwargs=dict(settings.get("kwargs") or {}) or None,
         )
     return {"scheduler": scheduler, "interval": "step", "frequency": 1, "name": "lr"}
+
+
+def optimization(
+    model: nn.Module, optimizer: Mapping[str, Any], scheduler: Mapping[str, Any], total_steps: int
+) -> Any:
+    """What every LightningModule's ``configure_optimizers`` returns: the optimiser, with its schedule."""
+    built = build_optimizer(model, optimizer)
+    schedule = build_scheduler(built, scheduler, total_steps)
+    return built if schedule is None else {"optimizer": built, "lr_scheduler": schedule}

@@ -13,8 +13,8 @@ from transformers import AutoModelForQuestionAnswering
 
 from models.backbone import Backbone
 from models.encoder import build_encoder
-from models.lora import check_checkpoint, count_parameters, export_adapter, export_pretrained, lora_enabled
-from models.optim import build_optimizer, build_scheduler
+from models.lora import check_checkpoint, export_lora, lora_enabled
+from models.optim import optimization
 from models.qa_metrics import SquadScores
 from models.qa_postprocess import decode_predictions, topk_candidates
 from models.span_candidates import SpanCandidates
@@ -135,11 +135,9 @@ class ExtractiveReader(LightningModule):
     # ------------------------------------------------------------------ optimisation
 
     def configure_optimizers(self) -> Any:
-        optimizer = build_optimizer(self.encoder, self.hparams.optimizer)
-        scheduler = build_scheduler(optimizer, self.hparams.scheduler, self.trainer.estimated_stepping_batches)
-        if scheduler is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        return optimization(
+            self.encoder, self.hparams.optimizer, self.hparams.scheduler, self.trainer.estimated_stepping_batches
+        )
 
     # ------------------------------------------------------------------ checkpoints and exports
 
@@ -151,9 +149,4 @@ class ExtractiveReader(LightningModule):
         lora = self.hparams.get("lora")
         if not lora_enabled(lora):
             return {}
-        out: dict[str, Any] = dict(count_parameters(self.encoder))
-        out["adapter"] = str(export_adapter(self.encoder, Path(output_dir) / "adapter"))
-        if lora.get("export_merged", True):
-            merged = export_pretrained(self.encoder, self.tokenizer, Path(output_dir) / "merged")
-            out["merged_model"] = str(merged)
-        return out
+        return export_lora(self.encoder, self.tokenizer, lora, Path(output_dir))
