@@ -1,0 +1,236 @@
+"""Peak memory (RSS) of building a retrieval index: this framework against rank-bm25, bm25s and scikit-learn.
+
+    nice -n 19 python bench/memory.py                    # 20,000 generated passages + the embedded corpus
+    python bench/memory.py --passages 60000
+    python bench/memory.py --quick                       # seconds-long smoke run
+
+The peak RSS of *training* is a column of ``bench/train_throughput.py``'s table (each path in its own
+process); this script covers the other memory-hungry step, indexing a passage corpus.
+
+Corpora: ``--passages`` generated Korean-like passages (``bench/retrieval.py``'s generator: Zipf-distributed
+Hangul pseudo-words with particles) and the embedded ``data/mrc_sample/corpus.jsonl``. Every library
+indexes the same tokens (``--tokenizer``, default character bigrams; tokenised once by the driver, not
+measured) and runs in its own process, one after the other:
+
+* ours BM25 / TF-IDF: ``BM25Retriever`` (``mode: fast``) / ``TfidfRetriever`` ``.index_tokens`` with the
+  numpy engine;
+* rank-bm25 ``BM25Okapi``, bm25s ``BM25`` (numpy backend), scikit-learn ``TfidfVectorizer`` (the tokens as
+  its analyzer) on the same token lists;
+* ours end to end: what ``python main.py task=retrieve`` does before searching: the config composed with
+  Hydra (``retriever=bm25``, default ``engine: auto``, the tokenizer above), ``prepare_retriever``: read the
+  JSONL corpus, tokenise it (cold cache), build the index.
+
+peak RSS = the process's maximum resident set (VmHWM) once the index is built; +index = its rise over the
+RSS right after the libraries were imported and the tokens loaded (end to end: after the imports and the
+numba kernel's loading, so it includes the corpus and its tokens); "x ours" = that library's +index /
+ours BM25's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import (  # noqa: E402
+    compose,
+    emit,
+    machine_line,
+    missing,
+    number,
+    ratio,
+    run_worker,
+    status_mb,
+    table,
+)
+
+LIBRARIES = {
+    "ours-bm25": "ours BM25 (fast, numpy)",
+    "ours-tfidf": "ours TF-IDF (numpy)",
+    "rank-bm25": "rank-bm25 BM25Okapi",
+    "bm25s": "bm25s BM25 (numpy backend)",
+    "sklearn-tfidf": "scikit-learn TfidfVectorizer",
+    "ours-e2e": "ours end to end (task=retrieve: read, tokenise, index)",
+}
+REFERENCE_MODULES = {"rank-bm25": "rank_bm25", "bm25s": "bm25s", "sklearn-tfidf": "sklearn"}
+
+
+# ----------------------------------------------------------------------------- one library, own process
+
+
+def worker(library: str, data: Path, tokenizer: str) -> dict[str, Any]:
+    """Build one library's index; every import happens before the baseline RSS is read."""
+    from retrievals.bm25 import BM25Retriever
+    from retrievals.corpus import Passage
+    from retrievals.tfidf import TfidfRetriever
+    from retrievals.tokenizers import TokenizedCorpus
+
+    if library == "ours-e2e":
+        from retrievals.base import numba_kernel
+        from retrievals.task import prepare_retriever
+
+        kernel = numba_kernel("auto")
+        if kernel is not None:  # load the compiled kernel before the baseline, as the imports
+            BM25Retriever(tokenizer="whitespace", engine="numba").index_tokens([Passage("0", "")], [["x"]])
+        cfg = compose(
+            [
+                "task=retrieve",
+                "retriever=bm25",
+                f"retriever.corpus_file={data / 'corpus.jsonl'}",
+                f"retriever.tokenizer.name={tokenizer}",
+                f"paths.cache_dir={data / 'e2e-cache'}",
+            ],
+            data / "e2e-run",
+        )
+        base = status_mb("VmRSS")
+        start = time.perf_counter()
+        retriever, _, _ = prepare_retriever(cfg.retriever)
+        seconds = time.perf_counter() - start
+        engine = "numba" if kernel is not None else "numpy"
+        return {
+            "seconds": seconds,
+            "peak_rss_mb": status_mb("VmHWM"),
+            "base_rss_mb": base,
+            "terms": len(retriever.vocab),
+            "note": f"engine auto ({engine})",
+        }
+
+    if library == "rank-bm25":
+        import rank_bm25
+    elif library == "bm25s":
+        import bm25s
+    elif library in ("sklearn-tfidf", "ours-tfidf"):  # ours TF-IDF builds on scikit-learn
+        from sklearn.feature_extraction.text import TfidfVectorizer
+    tokens = TokenizedCorpus.load(data, "corpus").as_lists()
+    base = status_mb("VmRSS")
+    start = time.perf_counter()
+    if library in ("ours-bm25", "ours-tfidf"):
+        passages = [Passage(str(i), "") for i in range(len(tokens))]
+        if library == "ours-bm25":
+            model: Any = BM25Retriever(tokenizer="whitespace", mode="fast", engine="numpy")
+        else:
+            model = TfidfRetriever(tokenizer="whitespace", sublinear_tf=True, engine="numpy")
+        model.index_tokens(passages, tokens)
+        terms = len(model.vocab)
+    elif library == "rank-bm25":
+        model = rank_bm25.BM25Okapi(tokens)
+        terms = len(model.idf)
+    elif library == "bm25s":
+        model = bm25s.BM25(method="robertson", k1=1.5, b=0.75, backend="numpy")
+        model.index(tokens, show_progress=False)
+        terms = len(model.vocab_dict)
+    else:
+        model = TfidfVectorizer(analyzer=lambda doc: doc, sublinear_tf=True)
+        model.fit_transform(tokens)
+        terms = len(model.vocabulary_)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "peak_rss_mb": status_mb("VmHWM"), "base_rss_mb": base, "terms": terms}
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def bench_corpus(
+    name: str, passages: list[tuple[str, str, str]], args: argparse.Namespace, work: Path
+) -> None:
+    """``passages``: (id, title, text)."""
+    from retrievals.tokenizers import TokenizedCorpus, build_tokenizer
+
+    data = work / name
+    data.mkdir(parents=True, exist_ok=True)
+    with open(data / "corpus.jsonl", "w", encoding="utf-8") as handle:
+        for pid, title, text in passages:
+            handle.write(json.dumps({"id": pid, "title": title, "text": text}, ensure_ascii=False) + "\n")
+    tokenizer = build_tokenizer(args.tokenizer)
+    texts = [f"{title}\n{text}" if title else text for _, title, text in passages]
+    corpus = TokenizedCorpus.from_lists(tokenizer.tokenize(texts))
+    corpus.save(data, "corpus")
+    n_tokens = int(corpus.offsets[-1])
+    results: dict[str, dict | str] = {}
+    for library in LIBRARIES:
+        absent = missing(REFERENCE_MODULES[library]) if library in REFERENCE_MODULES else None
+        if absent:
+            results[library] = absent
+            continue
+        results[library] = run_worker(
+            Path(__file__), ["--worker", library, "--data", str(data), "--tokenizer", args.tokenizer]
+        )
+        print(f"  ... {name}: {library} done", file=sys.stderr, flush=True)
+    ours = results.get("ours-bm25")
+    rows = []
+    for library, result in results.items():
+        if not isinstance(result, dict):
+            note = result if result.startswith("not installed") else f"failed: {result}"
+            rows.append([LIBRARIES[library], "-", "-", "-", "-", "-", note])
+            continue
+        grown = result["peak_rss_mb"] - result["base_rss_mb"]
+        ours_grown = ours["peak_rss_mb"] - ours["base_rss_mb"] if isinstance(ours, dict) else None
+        rows.append(
+            [
+                LIBRARIES[library],
+                f"{result['seconds']:.2f}",
+                number(result["terms"]),
+                number(result["peak_rss_mb"]),
+                number(grown),
+                ratio(grown, ours_grown, 1) if library != "ours-e2e" else "-",
+                result.get("note", ""),
+            ]
+        )
+    print(
+        f"\n### {name}: {len(passages):,} passages, {n_tokens:,} tokens ({len(corpus.vocab):,} distinct), "
+        f"tokenizer {tokenizer.describe()}\n"
+    )
+    print(
+        table(["library", "index s", "terms", "peak RSS MB", "+index MB", "x ours", "note"], rows, "lrrrrrl")
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--passages", type=int, default=20_000, help="generated passages")
+    parser.add_argument(
+        "--tokenizer", default="char_ngram", help="retriever tokenizer name (same for every library)"
+    )
+    parser.add_argument("--skip-embedded", action="store_true", help="only the generated corpus")
+    parser.add_argument(
+        "--quick", action="store_true", help="seconds-long smoke run (300 generated passages)"
+    )
+    parser.add_argument("--worker", choices=list(LIBRARIES), help=argparse.SUPPRESS)
+    parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        emit(worker(args.worker, args.data, args.tokenizer))
+        return
+    if args.quick:
+        args.passages, args.skip_embedded = 300, True
+    from bench.retrieval import korean_like_corpus
+
+    start = time.perf_counter()
+    print(f"# Index memory ({machine_line(torch_info=False)})")
+    with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
+        work = Path(tmp)
+        texts, _, _ = korean_like_corpus(args.passages, 1)
+        bench_corpus("generated", [(f"g{i}", "", t) for i, t in enumerate(texts)], args, work)
+        if not args.skip_embedded:
+            from bench._common import SAMPLE
+            from retrievals.corpus import load_corpus
+
+            corpus = load_corpus(SAMPLE / "corpus.jsonl")
+            bench_corpus("embedded", [(p.id, p.title, p.text) for p in corpus], args, work)
+    print(
+        "\n+index MB: peak RSS minus the RSS once the libraries were imported and the token lists loaded (end to "
+        "end: once the libraries were imported); x ours: +index MB / ours BM25's."
+    )
+    print(f"\ntotal {time.perf_counter() - start:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
