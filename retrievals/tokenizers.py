@@ -39,6 +39,8 @@ from typing import Any
 
 import numpy as np
 
+from datamodules.files import write_text_atomic
+
 __all__ = [
     "CONTENT_KIWI_TAGS",
     "DEFAULT_KIWI_TAGS",
@@ -434,11 +436,7 @@ def _parallel_tokenize(tokenizer: Tokenizer, texts: Sequence[str], workers: int)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
 
 
 def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
