@@ -84,7 +84,7 @@ def build_run(cfg: DictConfig) -> dict[str, Any]:
 
     seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
-    backbone = instantiate(cfg.backbone, _convert_="all")
+    backbone = build_backbone(cfg)
     if is_rank_zero():  # under DDP every process builds the run; one writes it
         backbone.save(output_dir / "backbone")
     datamodule = instantiate(cfg.datamodule, tokenizer=backbone.tokenizer, _convert_="all")
@@ -100,6 +100,22 @@ def build_run(cfg: DictConfig) -> dict[str, Any]:
     for logger in trainer.loggers:  # the resolved config is every logger's run config (W&B's too)
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     return {"backbone": backbone, "datamodule": datamodule, "model": model, "trainer": trainer}
+
+
+def build_backbone(cfg: DictConfig) -> Any:
+    """``cfg.backbone``; a pretrained name that cannot be loaded (offline, typo) is one clear error."""
+    from hydra.utils import instantiate
+
+    from models.safe_loading import pretrained_load_error
+
+    try:
+        return instantiate(cfg.backbone, _convert_="all")
+    except Exception as error:
+        name = cfg.backbone.get("name_or_path")
+        clear = pretrained_load_error("backbone.name_or_path", str(name), error) if name else None
+        if clear is None:
+            raise
+        raise clear from None
 
 
 def model_arguments(cfg: DictConfig, datamodule: Any) -> dict[str, Any]:
@@ -121,6 +137,44 @@ def require(cfg: DictConfig, key: str, why: str) -> Any:
     return value
 
 
+def preflight(cfg: DictConfig, *splits: str) -> None:
+    """Read the task's MRC files before anything slow (tokenizer training, model download, training).
+
+    A bad record then costs a second, not the minutes before the datamodule reaches it (or, for
+    ``test_file`` in ``task=fit``, the whole training run). Other datamodules check their files in setup.
+    """
+    node = cfg.datamodule
+    if not str(node.get("_target_", "")).endswith("MRCDataModule"):
+        return
+    from datamodules.mrc_formats import load_mrc_examples
+
+    for split in splits:
+        path = node.get(f"{split}_file")
+        if path:
+            load_mrc_examples(
+                path,
+                require_answers=split != "test",
+                split=node.get(f"{split}_split"),
+                normalize=node.get("normalize"),
+            )
+
+
+def checkpoint_arg(cfg: DictConfig, why: str | None = None) -> str | None:
+    """``ckpt_path`` (required when ``why`` says what for), checked to be a file before anything slow runs."""
+    from models.safe_loading import existing_checkpoint
+
+    ckpt = require(cfg, "ckpt_path", why) if why else cfg.get("ckpt_path")
+    return existing_checkpoint(ckpt) if ckpt else None
+
+
+def verify_checkpoint(ckpt: str | None, run: dict[str, Any]) -> None:
+    """Refuse a checkpoint of another tokenizer or model before Lightning loads it (weights only, no pickle)."""
+    from models.safe_loading import check_checkpoint
+
+    if ckpt:
+        check_checkpoint(ckpt, run["model"], run["backbone"].tokenizer)
+
+
 def save_predictions(run: dict[str, Any], output_dir: Path) -> None:
     model, trainer = run["model"], run["trainer"]
     if trainer.is_global_zero and hasattr(model, "last_predictions"):  # a masked LM predicts no answers
@@ -134,7 +188,7 @@ def save_test_predictions(cfg: DictConfig, run: dict[str, Any], output_dir: Path
     model, trainer = run["model"], run["trainer"]
     if not cfg.datamodule.get("test_file") or not hasattr(model, "last_predictions"):
         return {}
-    trainer.predict(model, datamodule=run["datamodule"], ckpt_path=ckpt, return_predictions=False)
+    trainer.predict(model, datamodule=run["datamodule"], ckpt_path=ckpt, return_predictions=False, weights_only=True)
     if trainer.is_global_zero:
         write_json(output_dir / "test_predictions.json", model.last_predictions)
     return {"test_predictions": len(model.last_predictions)}
@@ -165,6 +219,8 @@ def eval_metrics(results: list[dict[str, Any]], prefix: str = "val") -> dict[str
 
 def task_fit(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     """Train (resuming from ``ckpt_path`` when given), then validate the best checkpoint."""
+    preflight(cfg, "train", "validation", "test")  # before the imports below: a bad file fails in a second
+    ckpt = checkpoint_arg(cfg)
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -173,6 +229,7 @@ def task_fit(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     from callbacks.tuning import tune
 
     run = build_run(cfg)
+    verify_checkpoint(ckpt, run)
     trainer, model, datamodule = run["trainer"], run["model"], run["datamodule"]
     tuning = OmegaConf.to_container(cfg.tune, resolve=True) if cfg.get("tune") else {}
     if cfg.get("ckpt_path") and (tuning.get("lr_find") or tuning.get("batch_size")):
@@ -180,12 +237,12 @@ def task_fit(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     elif tuning:
         tune(tuning, trainer, model, datamodule, output_dir)
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     except SIGTERMException:  # Ctrl-C or SIGTERM: callbacks.last_checkpoint wrote last.ckpt
         raise SystemExit(interrupt_exit_code(trainer)) from None
     checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
     best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
-    results = trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)
+    results = trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True)
     metrics: dict[str, Any] = eval_metrics(results)
     throughput = next((c for c in trainer.callbacks if isinstance(c, TrainThroughput)), None)
     if throughput is not None:
@@ -200,26 +257,38 @@ def task_fit(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
 
 
 def task_validate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
-    ckpt = require(cfg, "ckpt_path", "the checkpoint to evaluate (e.g. outputs/.../checkpoints/last.ckpt)")
+    ckpt = checkpoint_arg(cfg, "the checkpoint to evaluate (e.g. outputs/.../checkpoints/last.ckpt)")
+    preflight(cfg, "validation")
     run = build_run(cfg)
-    results = run["trainer"].validate(run["model"], datamodule=run["datamodule"], ckpt_path=ckpt, verbose=False)
+    verify_checkpoint(ckpt, run)
+    results = run["trainer"].validate(
+        run["model"], datamodule=run["datamodule"], ckpt_path=ckpt, verbose=False, weights_only=True
+    )
     save_predictions(run, output_dir)
     return {**eval_metrics(results), "checkpoint": str(ckpt)}
 
 
 def task_predict(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
-    ckpt = require(cfg, "ckpt_path", "the checkpoint that makes the predictions")
+    ckpt = checkpoint_arg(cfg, "the checkpoint that makes the predictions")
     require(cfg, "datamodule.test_file", "the questions to answer (gold answers are not needed)")
+    preflight(cfg, "test")
     run = build_run(cfg)
-    run["trainer"].predict(run["model"], datamodule=run["datamodule"], ckpt_path=ckpt, return_predictions=False)
+    verify_checkpoint(ckpt, run)
+    run["trainer"].predict(
+        run["model"], datamodule=run["datamodule"], ckpt_path=ckpt, return_predictions=False, weights_only=True
+    )
     save_predictions(run, output_dir)
     return {"predicted_questions": len(run["model"].last_predictions), "checkpoint": str(ckpt)}
 
 
 def task_score(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
-    """EM/F1 of a predictions file against gold, exactly as the official KorQuAD 1.0 script."""
+    """EM/F1 of a predictions file against gold, exactly as the official KorQuAD 1.0 script.
+
+    Both files are checked before the scorer (and torch, which it imports) loads: a wrong file fails in a second.
+    """
+    import unicodedata
+
     from datamodules.mrc_formats import load_mrc_examples, to_squad_json
-    from models.qa_metrics import evaluate
 
     pred_path = Path(require(cfg, "predictions", "a JSON file {question id: answer text}"))
     gold_path = require(cfg, "datamodule.validation_file", "the gold file to score against")
@@ -234,10 +303,24 @@ def task_score(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
             pred_path, None, "predictions must be one JSON object mapping question id to answer text",
             'write {"question-id": "answer text", ...} (predictions.json of a run has this layout)',
         )
-    examples = load_mrc_examples(gold_path, require_answers=True, split=cfg.datamodule.get("validation_split"))
-    unknown = sorted(set(predictions) - {ex["id"] for ex in examples})
+    normalize = cfg.datamodule.get("normalize")
+    examples = load_mrc_examples(
+        gold_path, require_answers=True, split=cfg.datamodule.get("validation_split"), normalize=normalize
+    )
+    gold_ids = {ex["id"] for ex in examples}
+    unknown = [qid for qid in predictions if qid not in gold_ids]
     if unknown:
-        log.warning("%d predicted ids are not in the gold file (e.g. %s); they are ignored", len(unknown), unknown[:3])
+        raise DataFormatError(
+            pred_path, unknown[0],
+            f"{len(unknown)} of {len(predictions)} predicted ids are not questions of the gold file {gold_path} "
+            f"(e.g. {unknown[:3]}): the predictions were made for another file",
+            "score against the file the predictions were made for (datamodule.validation_file=...), "
+            "or drop the ids that do not belong to it",
+        )
+    if normalize:  # the gold texts were normalised; predictions made from the stored text must be too
+        predictions = {qid: unicodedata.normalize(normalize, text) for qid, text in predictions.items()}
+    from models.qa_metrics import evaluate
+
     scores = evaluate(to_squad_json(examples)["data"], predictions)
     return {**scores, "examples": len(examples), "predictions_file": str(pred_path)}
 
@@ -269,13 +352,17 @@ def task_odqa(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     from retrievals.odqa import choose_answers, passage_examples
     from retrievals.task import prepare_retriever, retrieve_passages
 
-    ckpt = require(cfg, "ckpt_path", "the reader checkpoint (a fit run's checkpoints/last.ckpt)")
+    ckpt = checkpoint_arg(cfg, "the reader checkpoint (a fit run's checkpoints/last.ckpt)")
     split_key = "test" if cfg.datamodule.get("test_file") else "validation"
     questions_file = require(cfg, f"datamodule.{split_key}_file", "the questions to answer")
     split = cfg.datamodule.get(f"{split_key}_split")
     queries = load_queries(questions_file, split=split)
     retriever, passages, info = prepare_retriever(
-        cfg.retriever, fallback_corpus_file=questions_file, fallback_corpus_split=split
+        cfg.retriever,
+        fallback_corpus_file=questions_file,
+        fallback_corpus_split=split,
+        queries=queries,
+        questions_file=questions_file,
     )
     top_k = int(cfg.retriever.top_k)
     if top_k > len(passages):
@@ -285,8 +372,11 @@ def task_odqa(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         )
     retrieved = retrieve_passages(retriever, passages, queries, top_k)
     run = build_run(cfg)
+    verify_checkpoint(ckpt, run)
     run["datamodule"].provide_examples("test", passage_examples(queries, retrieved))
-    run["trainer"].predict(run["model"], datamodule=run["datamodule"], ckpt_path=ckpt, return_predictions=False)
+    run["trainer"].predict(
+        run["model"], datamodule=run["datamodule"], ckpt_path=ckpt, return_predictions=False, weights_only=True
+    )
     predictions, nbest = choose_answers(
         queries,
         retrieved,
@@ -520,9 +610,69 @@ def user_error(error: BaseException) -> BaseException | None:
     return None
 
 
+# Set once Hydra has composed the config and a job runs: a failure before that is Hydra's (the command line).
+_JOB_STARTED = False
+
+
+def config_hint(args: list[str]) -> str | None:
+    """After Hydra refused the command line: the existing keys nearest to those it could not find.
+
+    Only the config-group choices of ``args`` are composed (they decide which keys exist); every other
+    ``key=value`` whose key is missing gets its closest matches (difflib) among all keys and group names.
+    """
+    import difflib
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        overrides = OverridesParser.create().parse_overrides([a for a in args if "=" in a and not a.startswith("-")])
+    except Exception:  # noqa: BLE001 - Hydra has already said what is wrong with the syntax
+        return None
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        groups = set(GlobalHydra.instance().config_loader().list_groups(""))
+        choices = [o.input_line for o in overrides if o.key_or_group.split("@")[0] in groups]
+        try:
+            cfg = compose("config", overrides=choices, return_hydra_config=True)
+        except Exception:  # noqa: BLE001 - a bad group option: Hydra's message lists the options
+            return None
+    GlobalHydra.instance().clear()
+    keys = sorted({*groups, *_dotted_keys(OmegaConf.to_container(cfg, resolve=False))})
+    absent = object()
+    lines = []
+    for override in overrides:
+        key = override.key_or_group
+        if override.is_add() or key in groups or OmegaConf.select(cfg, key, default=absent) is not absent:
+            continue
+        near = difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
+        if not near:
+            lines.append(f"hint: {key} is not a config key and none is close to it.")
+        else:
+            others = f" (or {', '.join(near[1:])})" if len(near) > 1 else ""
+            lines.append(f"hint: {key} is not a config key; did you mean {near[0]}?{others}")
+    if lines:
+        lines.append("(python main.py --cfg job prints every key; +key=value adds a new one)")
+    return "\n".join(lines) or None
+
+
+def _dotted_keys(node: Any, prefix: str = "") -> list[str]:
+    """Every key of a nested config as ``a.b.c`` (lists are leaves)."""
+    if not isinstance(node, dict):
+        return []
+    out = []
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        out += [path, *_dotted_keys(value, path + ".")]
+    return out
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """Run one job; a bad input or config ends with a clear message and exit code 1, not a traceback."""
+    global _JOB_STARTED
+    _JOB_STARTED = True
     try:
         metrics = run_task(cfg)
     except Exception as error:
@@ -537,5 +687,21 @@ def main(cfg: DictConfig) -> float | None:
     return metrics.get(objective) if objective else None
 
 
+def cli() -> None:
+    """``main()``; when Hydra refuses the command line itself, add the nearest existing key to its message."""
+    try:
+        main()
+    except (SystemExit, Exception) as stop:
+        failed = not isinstance(stop, SystemExit) or stop.code not in (0, None)
+        if failed and not _JOB_STARTED:
+            try:
+                hint = config_hint(sys.argv[1:])
+            except Exception:  # noqa: BLE001 - a hint must never hide the real error
+                hint = None
+            if hint:
+                print(hint, file=sys.stderr)
+        raise
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -11,6 +11,7 @@ data, and is written to the run dir as ``label_map.json``, which ``datamodule.la
 from __future__ import annotations
 
 import csv
+import difflib
 import json
 import logging
 import random
@@ -405,10 +406,12 @@ class ClassificationDataModule(LightningDataModule):
         for ex in examples:
             if ex["label"] is not None and ex["label"] not in self.label_ids:
                 shown = self.labels if len(self.labels) <= 12 else [*self.labels[:12], "..."]
+                near = difflib.get_close_matches(str(ex["label"]), self.labels, n=1)
+                typo = f"if it is a typo of {near[0]!r}, correct the record; " if near else "correct the record, or "
                 raise DataFormatError(
                     self.files[split] or split, ex["id"],
                     f"label {ex['label']!r} is not one of the {len(self.labels)} classes {shown}",
-                    "correct the record, or list every class in datamodule.label_map (a list or a file)",
+                    f"{typo}list every class in datamodule.label_map (a list or a file)",
                 )
 
     # ------------------------------------------------------------------ splits

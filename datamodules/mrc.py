@@ -11,8 +11,10 @@ from typing import Any
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from datamodules.errors import DataFormatError
 from datamodules.mrc_features import (
     DataCollatorForQA,
+    WindowTooSmallError,
     build_eval_features,
     build_train_features,
     cached_features,
@@ -137,8 +139,12 @@ class MRCDataModule(LightningDataModule):
         limit = self.limits[split]
         return examples[:limit] if limit else examples
 
-    def _build(self, builder: Any, examples: list[MRCExample]) -> dict[str, list[Any]]:
-        dataset = cached_features(builder, examples, self.tokenizer, self.cache_dir, **self.feature_settings)
+    def _build(self, builder: Any, examples: list[MRCExample], split: str) -> dict[str, list[Any]]:
+        try:
+            dataset = cached_features(builder, examples, self.tokenizer, self.cache_dir, **self.feature_settings)
+        except WindowTooSmallError as error:  # name the file the question came from
+            source = self.files[split] if split not in self._given else f"the {split} examples"
+            raise DataFormatError(source or split, error.record, error.problem, error.fix) from None
         return dataset.to_dict()
 
     def setup(self, stage: str | None = None) -> None:
@@ -153,7 +159,7 @@ class MRCDataModule(LightningDataModule):
 
     def _setup_train(self) -> None:
         examples = self.load_examples("train", require_answers=True)
-        columns = self._build(build_train_features, examples)
+        columns = self._build(build_train_features, examples, "train")
         keys = ("input_ids", "attention_mask", "token_type_ids", "start_positions", "end_positions")
         self.train_features = FeatureTable(columns, keys)
         key = self.curriculum.get("key", "context_length")
@@ -167,7 +173,7 @@ class MRCDataModule(LightningDataModule):
 
     def _setup_eval(self, split: str, require_answers: bool) -> None:
         examples = self.load_examples(split, require_answers=require_answers)
-        columns = self._build(build_eval_features, examples)
+        columns = self._build(build_eval_features, examples, split)
         columns["feature_index"] = list(range(len(columns["input_ids"])))
         keys = ("input_ids", "attention_mask", "token_type_ids", "context_mask", "feature_index")
         self._eval_sets[split] = EvalSet(

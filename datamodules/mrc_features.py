@@ -34,6 +34,7 @@ __all__ = [
     "FEATURES_VERSION",
     "PER_TOKEN_KEYS",
     "DataCollatorForQA",
+    "WindowTooSmallError",
     "build_eval_features",
     "build_train_features",
     "cached_features",
@@ -84,7 +85,25 @@ def _truncate_questions(
     return out, [min(len(o), max_query_length) for o in enc["offset_mapping"]]
 
 
-def _check_lengths(tokenizer: Any, max_seq_length: int, doc_stride: int, question_lengths: list[int]) -> None:
+class WindowTooSmallError(ValueError):
+    """A question leaves a window no room for its context; ``record`` is its id, so a loader can name the file."""
+
+    def __init__(self, record: str | None, problem: str, fix: str) -> None:
+        self.record, self.problem, self.fix = record, problem, fix
+        super().__init__(record, problem, fix)  # every field: picklable across loader workers
+
+    def __str__(self) -> str:
+        where = "" if self.record is None else f"record {self.record}: "
+        return f"{where}{self.problem} Fix: {self.fix}"
+
+
+def _check_lengths(
+    tokenizer: Any,
+    max_seq_length: int,
+    doc_stride: int,
+    question_lengths: list[int],
+    ids: Sequence[str | None] | None = None,
+) -> None:
     """Fail with a fix instead of the tokenizers Rust panic (``stride must be strictly less than max_len``)."""
     if doc_stride < 0 or max_seq_length <= 0:
         raise ValueError(f"max_seq_length={max_seq_length} and doc_stride={doc_stride} must be positive.")
@@ -94,11 +113,15 @@ def _check_lengths(tokenizer: Any, max_seq_length: int, doc_stride: int, questio
     longest = max(question_lengths)
     room = max_seq_length - specials - longest
     if room <= doc_stride:
-        raise ValueError(
+        record = ids[question_lengths.index(longest)] if ids else None
+        raise WindowTooSmallError(
+            None if record is None else str(record),
             f"max_seq_length={max_seq_length} leaves {max(room, 0)} context tokens per window after the longest "
-            f"question ({longest} tokens) and {specials} special tokens, but doc_stride={doc_stride} needs at "
-            f"least {doc_stride + 1}. Fix: raise max_seq_length to >= {specials + longest + doc_stride + 1}, "
-            f"lower doc_stride below {max(room, 1)}, or lower max_query_length."
+            f"question ({longest} tokens, cut to max_query_length) and {specials} special tokens, but "
+            f"doc_stride={doc_stride} needs at least {doc_stride + 1}.",
+            f"raise max_seq_length to >= {specials + longest + doc_stride + 1}, "
+            + (f"lower doc_stride below {room}, " if room > 1 else "")
+            + f"or lower max_query_length below {max_seq_length - specials - doc_stride} (questions are cut to it).",
         )
 
 
@@ -107,7 +130,7 @@ def _tokenize_windows(
 ) -> Any:
     """One tokenizer call for a chunk: overflowing windows with offsets, no padding."""
     questions, lengths = _truncate_questions([e["question"] for e in examples], tokenizer, max_query_length)
-    _check_lengths(tokenizer, max_seq_length, doc_stride, lengths)
+    _check_lengths(tokenizer, max_seq_length, doc_stride, lengths, [e.get("id") for e in examples])
     contexts = [e["context"] for e in examples]
     first, second = (contexts, questions) if _context_first(tokenizer) else (questions, contexts)
     return tokenizer(

@@ -52,7 +52,7 @@ _ANSWERS_FIX = (
 _NFC_FIX = (
     'normalise context, question and answer texts with unicodedata.normalize("NFC", ...) and recompute '
     'answer_start as len(unicodedata.normalize("NFC", context[:answer_start])), '
-    'or load with normalize="NFC" which does both'
+    'or let the loader do both: datamodule.normalize=NFC (load_mrc_examples(..., normalize="NFC"))'
 )
 
 

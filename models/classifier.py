@@ -33,6 +33,7 @@ from models.lora import (
 )
 from models.losses import build_loss, class_weights
 from models.optim import optimization
+from models.safe_loading import tokenizer_fingerprint
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 POOLINGS = ("cls", "entity")
@@ -77,6 +78,8 @@ class SequenceClassifier(LightningModule):
         self.save_hyperparameters(ignore=["backbone"])
         self.hparams["labels"] = labels
         self.hparams["backbone_source"] = backbone.source
+        # ckpt_path is checked against it: same-sized vocabularies with other ids load silently otherwise
+        self.hparams["tokenizer_fingerprint"] = tokenizer_fingerprint(backbone.tokenizer)
         self.labels = labels
         self.no_relation_index = labels.index(no_relation_label) if no_relation_label in labels else None
         self.tokenizer = backbone.tokenizer

@@ -20,6 +20,7 @@ from transformers import AutoTokenizer, PreTrainedModel
 
 from models.backbone import Backbone
 from models.lora import apply_lora
+from models.safe_loading import pretrained_load_error
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +44,27 @@ def build_encoder(
             model = model_class.from_config(backbone.config)
             load_checkpoint_weights(model, path, backbone)
     elif backbone.weights:
-        model = model_class.from_pretrained(backbone.weights, config=backbone.config)
+        model = from_pretrained_weights(model_class, backbone)
     else:
         model = model_class.from_config(backbone.config)
     model.train()  # from_pretrained returns eval mode and Lightning keeps a module's mode: no dropout
     return apply_lora(model, lora)
+
+
+def from_pretrained_weights(model_class: Any, backbone: Backbone) -> PreTrainedModel:
+    """The backbone's pretrained weights; an unreachable name is a clear error, never random weights.
+
+    Code shipped with a Hub model runs only when the backbone says so (``extra["trust_remote_code"]``);
+    transformers then refuses such a model with its own message.
+    """
+    try:
+        return model_class.from_pretrained(
+            backbone.weights,
+            config=backbone.config,
+            trust_remote_code=bool(backbone.extra.get("trust_remote_code", False)),
+        )
+    except OSError as error:
+        raise pretrained_load_error("backbone.name_or_path", str(backbone.weights), error) or error from None
 
 
 def check_vocabulary(source: Path, backbone: Backbone) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from datamodules.errors import DataFormatError
 from datamodules.files import write_json
 from retrievals.base import Retriever, SearchResult, read_manifest
 from retrievals.corpus import Passage, Query, gold_passage_ids, load_corpus, load_queries
@@ -26,7 +27,7 @@ __all__ = ["TASK_KEYS", "prepare_retriever", "retrieve_passages", "run_retrieve"
 log = logging.getLogger(__name__)
 
 # Keys of conf/retriever/*.yaml that configure the task, not the retriever class.
-TASK_KEYS = ("corpus_file", "corpus_split", "top_k", "index_dir", "rebuild_index")
+TASK_KEYS = ("corpus_file", "corpus_split", "top_k", "index_dir", "rebuild_index", "allow_missing_gold")
 METRICS_DEPTH = max(CUTOFFS)
 
 
@@ -52,11 +53,14 @@ def prepare_retriever(
     *,
     fallback_corpus_file: str | os.PathLike[str] | None = None,
     fallback_corpus_split: str | None = None,
+    queries: Sequence[Query] = (),
+    questions_file: str | os.PathLike[str] | None = None,
 ) -> tuple[Retriever, list[Passage], dict[str, Any]]:
     """Load the corpus, then load the index from ``index_dir`` (checked against corpus, tokenizer and
     parameters) or build it (and save it there).  Returns the retriever, the passages and timing info.
 
     ``corpus_file: null`` uses the de-duplicated contexts of ``fallback_corpus_file`` (the questions file).
+    ``queries`` with gold must find it in the corpus (before indexing), unless ``allow_missing_gold``.
     """
     cfg = _as_dict(retriever_cfg)
     task = {key: cfg.pop(key, None) for key in TASK_KEYS}
@@ -70,6 +74,8 @@ def prepare_retriever(
         log.info("retriever.corpus_file is null: retrieving among the contexts of %s", corpus_file)
     passages = load_corpus(corpus_file, split=task["corpus_split"] or (None if task["corpus_file"] else
                                                                      fallback_corpus_split))
+    if not task["allow_missing_gold"]:
+        check_gold_in_corpus(queries, passages, corpus_file, questions_file)
     fresh = _instantiate(cfg)
     index_dir = Path(task["index_dir"]) if task["index_dir"] else None
     info: dict[str, Any] = {"corpus_file": str(corpus_file), "passages": len(passages)}
@@ -100,6 +106,36 @@ def prepare_retriever(
         info["index_dir"] = str(index_dir)
         log.info("Saved the %s index to %s", fresh.kind, index_dir)
     return fresh, passages, info
+
+
+def check_gold_in_corpus(
+    queries: Sequence[Query],
+    passages: Sequence[Passage],
+    corpus_file: str | os.PathLike[str],
+    questions_file: str | os.PathLike[str] | None,
+) -> None:
+    """Every question with gold must find it in the corpus: otherwise recall and ODQA scores measure the corpus.
+
+    Checked before indexing, so a questions file written for another corpus (another Wikipedia dump) fails
+    in seconds. ``retriever.allow_missing_gold=true`` counts such questions as misses instead.
+    """
+    gold = gold_passage_ids(queries, passages)
+    missing = [q for q in queries if q.id in gold and not gold[q.id]]
+    if not missing:
+        return
+    first = missing[0]
+    if first.document_id is not None:
+        own = f"its document_id is {first.document_id!r}"
+    else:
+        own = f"its context starts {(first.context or '')[:30]!r}"
+    others = f"; others: {[q.id for q in missing[1:4]]}" if len(missing) > 1 else ""
+    raise DataFormatError(
+        questions_file or "the questions", first.id,
+        f"{len(missing)} of {len(gold)} questions have no gold passage in the corpus {corpus_file}: neither "
+        f"their document_id nor their context is in it ({own}{others})",
+        "retrieve from the corpus these questions were written on (retriever.corpus_file=...), or set "
+        "retriever.allow_missing_gold=true to count these questions as misses",
+    )
 
 
 def retrieve_passages(
@@ -137,7 +173,8 @@ def run_retrieve(
         raise ValueError(f"retriever.top_k={top_k!r}: must be a positive integer.")
     queries = load_queries(validation_file, split=validation_split) if validation_file else []
     retriever, passages, info = prepare_retriever(
-        cfg, fallback_corpus_file=validation_file, fallback_corpus_split=validation_split
+        cfg, fallback_corpus_file=validation_file, fallback_corpus_split=validation_split, queries=queries,
+        questions_file=validation_file,
     )
     metrics: dict[str, Any] = {
         "retriever": retriever.kind,
@@ -174,7 +211,7 @@ def run_retrieve(
         return metrics
     ranked = {q.id: ids for q, ids in zip(queries, result.ids, strict=True)}
     scores = retrieval_metrics(ranked, gold, CUTOFFS, mrr_k=METRICS_DEPTH)
-    if scores["gold_not_in_corpus"]:
+    if scores["gold_not_in_corpus"]:  # only with retriever.allow_missing_gold=true
         log.warning("%d of %d questions have no gold passage in the corpus (their context / document_id is "
                     "not in %s); they count as misses", scores["gold_not_in_corpus"], len(gold), info["corpus_file"])
     metrics = {**scores, **metrics}
