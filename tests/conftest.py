@@ -35,12 +35,16 @@ TINY_BACKBONE = [
 TINY_RUN = TINY_LOOP + TINY_BACKBONE
 
 
-def run_main(*overrides: str, run_dir: Path, cache_dir: Path | None = None, check: bool = True):
+def run_main(
+    *overrides: str, run_dir: Path, cache_dir: Path | None = None, check: bool = True, env: dict | None = None
+):
     """``python main.py <overrides>`` with its run dir (and feature cache) under the test's tmp dir."""
     args = [sys.executable, str(ROOT / "main.py"), *overrides, f"hydra.run.dir={run_dir}"]
     if cache_dir is not None:
         args.append(f"paths.cache_dir={cache_dir}")
-    env = {**os.environ, "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false", "HYDRA_FULL_ERROR": "0"}
+    env = {
+        **os.environ, "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false", "HYDRA_FULL_ERROR": "0", **(env or {})
+    }
     result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     if check and result.returncode != 0:
         raise AssertionError(f"main.py failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
