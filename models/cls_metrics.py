@@ -87,7 +87,8 @@ class ClassificationOutputs(Metric):
 
     def compute(self) -> dict[str, torch.Tensor]:
         """Sorted by example index, each example once."""
-        if not self.index:
+        # after a DDP sync each state is one concatenated tensor, not a list
+        if isinstance(self.index, list) and not self.index:
             return {}
         index, probs, target = (dim_zero_cat(s) for s in (self.index, self.probs, self.target))
         order = torch.argsort(index, stable=True)

@@ -110,3 +110,20 @@ def test_ddp_validation_equals_one_process(ddp_fit: tuple[Path, Path, object], t
     assert {q: [e["text"] for e in v] for q, v in nbest_one.items()} == {
         q: [e["text"] for e in v] for q, v in nbest_two.items()
     }
+
+
+def test_ddp_classifier_trains_and_scores_like_one_process(tmp_path: Path) -> None:
+    """The classifier's outputs are gathered across ranks (a tensor after the sync, not a list) and
+    deduplicated: 25 validation examples leave rank 1 a padded duplicate."""
+    run = ["+experiment=nli", *TINY_RUN, "datamodule.max_eval_examples=25"]
+    two_dir, one_dir = tmp_path / "ddp", tmp_path / "single"
+    run_main(*run, "trainer=ddp_cpu", run_dir=two_dir, cache_dir=tmp_path / "cache")
+    two = read_json(two_dir / "metrics.json")
+    assert (two_dir / "train_ddp_process_1.log").exists() and two["global_step"] == 3  # 48 examples: 24 per rank
+    run_main(*run, "trainer=cpu", "task=validate", f"ckpt_path={two['best_checkpoint']}", run_dir=one_dir,
+             cache_dir=tmp_path / "cache")  # fmt: skip
+    one = read_json(one_dir / "metrics.json")
+    for key in ("accuracy", "macro_f1", "auprc"):
+        assert one[key] == pytest.approx(two[key], abs=1e-6), key
+    assert one["examples"] == two["examples"] == 25
+    assert read_json(one_dir / "predictions.json") == read_json(two_dir / "predictions.json")
