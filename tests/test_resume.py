@@ -212,3 +212,24 @@ def test_mid_epoch_resume_feeds_the_batches_an_uninterrupted_run_would(tokenizer
     per_epoch = sum(1 for epoch, _, _ in reference.values() if epoch == 0)
     assert per_epoch < 9 < 2 * per_epoch  # the checkpoint is mid-way through epoch 1
     assert [replayed[9 + i][2] for i in range(3)] == [reference[per_epoch + i][2] for i in range(3)]
+
+
+def test_classifier_resumes_mid_epoch_to_the_same_run(tmp_path: Path) -> None:
+    """The same guarantee for the classifier: 48 examples in batches of 8, stopped at step 8 (epoch 1, batch 2)."""
+    run = [
+        "+experiment=nli", *(o for o in TINY_RUN if not o.startswith("trainer.max_epochs")), "trainer.max_epochs=5",
+        "trainer.deterministic=true", "callbacks.early_stopping=null", "callbacks.model_checkpoint=null",
+        "backbone.config.mlp_dropout=0.1", "model.scheduler.name=cosine_warm_restarts", "model.scheduler.warmup_steps=4",
+        "model.scheduler.T_0=8",
+    ]  # fmt: skip
+    cache = tmp_path / "cache"
+    run_main(*run, "++trainer.max_steps=16", run_dir=tmp_path / "full", cache_dir=cache)
+    run_main(*run, "++trainer.max_steps=8", run_dir=tmp_path / "first", cache_dir=cache)
+    run_main(*run, "++trainer.max_steps=16", f"ckpt_path={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}",
+             run_dir=tmp_path / "second", cache_dir=cache)  # fmt: skip
+    log = (tmp_path / "second" / "main.log").read_text(encoding="utf-8")
+    assert "Resuming epoch 1 at batch 2 (global step 8)" in log
+    expected, resumed = train_losses(tmp_path / "full"), train_losses(tmp_path / "second")
+    assert sorted(resumed) == list(range(8, 16))
+    assert [resumed[s] for s in resumed] == pytest.approx([expected[s] for s in resumed], abs=1e-6)
+    assert_same_run(tmp_path / "second", tmp_path / "full")
