@@ -83,3 +83,14 @@ def test_unknown_batch_size_mode_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"tune.batch_size='double' is unknown: use null, power or binsearch"):
         tune({"batch_size": "double"}, trainer=None, model=None, datamodule=None, output_dir=tmp_path)
     assert tune({"lr_find": False, "batch_size": None}, trainer=None, model=None, datamodule=None, output_dir=tmp_path) == {}
+
+
+def test_finders_tune_the_classifier_too(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_main("+experiment=nli", *TUNE_RUN, "tune.lr_find=true", "tune.batch_size=power", run_dir=run_dir,
+             cache_dir=tmp_path / "cache")  # fmt: skip
+    found, lr = read_json(run_dir / "batch_size_finder.json"), read_json(run_dir / "lr_finder.json")
+    assert found["applied"] and found["batch_size"] != 8 and _trained_batch_size(run_dir) == found["batch_size"]
+    assert lr["applied"] and _last_checkpoint(run_dir)["hyper_parameters"]["optimizer"]["lr"] == pytest.approx(
+        lr["suggestion"]
+    )
