@@ -46,11 +46,17 @@ def retarget_callbacks(callbacks: Sequence[Callback], monitor: Mapping[str, Any]
                 save_last=callback.save_last,
                 save_weights_only=callback.save_weights_only,
                 auto_insert_metric_name=False,
+                every_n_train_steps=callback._every_n_train_steps or None,
+                every_n_epochs=callback._every_n_epochs,
+                save_on_train_epoch_end=callback._save_on_train_epoch_end,
             ))
         elif isinstance(callback, EarlyStopping) and callback.monitor != metric:
             out.append(EarlyStopping(
                 monitor=metric, mode=mode, patience=callback.patience, min_delta=abs(callback.min_delta),
-                check_finite=callback.check_finite, verbose=callback.verbose,
+                check_finite=callback.check_finite, verbose=callback.verbose, strict=callback.strict,
+                # thresholds are on the old metric's scale, so they are not carried over
+                check_on_train_epoch_end=callback._check_on_train_epoch_end,
+                log_rank_zero_only=callback.log_rank_zero_only,
             ))
     return out
 

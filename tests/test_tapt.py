@@ -130,3 +130,22 @@ def test_bad_text_settings_are_clear_errors(tokenizer, tmp_path: Path) -> None:
     module = MLMTextDataModule(tokenizer, files=[str(tmp_path / "missing.json")])
     with pytest.raises(FileNotFoundError, match="missing.json"):
         module.setup("fit")
+
+
+def test_retargeted_callbacks_keep_their_settings() -> None:
+    """User callbacks watching the reader's metric are copied onto the MLM metric with every other setting."""
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    from models.mlm import retarget_callbacks
+
+    checkpoint = ModelCheckpoint(dirpath="ckpts", monitor="val_exact_match", mode="max", save_top_k=2,
+                                 every_n_train_steps=50, save_on_train_epoch_end=False)  # fmt: skip
+    stopping = EarlyStopping(monitor="val_exact_match", mode="max", patience=5, min_delta=0.5,
+                             check_on_train_epoch_end=False, strict=False)  # fmt: skip
+    monitor = {"metric": "val_mlm_loss", "mode": "min", "filename": "mlm-{step}"}
+    new_checkpoint, new_stopping = retarget_callbacks([checkpoint, stopping], monitor)
+    assert (new_checkpoint.monitor, new_checkpoint.mode, new_checkpoint.save_top_k) == ("val_mlm_loss", "min", 2)
+    assert new_checkpoint._every_n_train_steps == 50 and new_checkpoint._save_on_train_epoch_end is False
+    assert (new_stopping.monitor, new_stopping.mode, new_stopping.patience) == ("val_mlm_loss", "min", 5)
+    assert new_stopping.min_delta == -0.5  # Lightning stores it signed: an improvement is a decrease here
+    assert new_stopping._check_on_train_epoch_end is False and new_stopping.strict is False
