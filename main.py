@@ -230,6 +230,12 @@ def task_fit(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
 
     run = build_run(cfg)
     verify_checkpoint(ckpt, run)
+    backbone = run["backbone"]
+    if not (ckpt or backbone.weights or backbone.source == "tiny" or cfg.model.get("init_from")):
+        log.warning(  # backbone=local of a run's backbone/ (config and tokenizer only): say so, not silently
+            "backbone.name_or_path=%s holds no weight files: training starts from random weights "
+            "(set model.init_from= or ckpt_path= for trained ones)", backbone.source,
+        )
     trainer, model, datamodule = run["trainer"], run["model"], run["datamodule"]
     tuning = OmegaConf.to_container(cfg.tune, resolve=True) if cfg.get("tune") else {}
     if cfg.get("ckpt_path") and (tuning.get("lr_find") or tuning.get("batch_size")):
