@@ -29,6 +29,8 @@ from datamodules.mrc_formats import load_mrc_examples, to_squad_json
 from tests.conftest import ROOT, SAMPLE, TINY_LOOP, TINY_RUN, read_json, run_main
 
 NLI = ROOT / "data" / "nli_sample"
+# (main.py overrides, what stderr must name: the file or key, the record, the problem, the fix)
+Case = tuple[list[str], list[str]]
 FIRST = load_mrc_examples(SAMPLE / "train.json")[:4]
 FIRST_ID = FIRST[0]["id"]
 
@@ -64,68 +66,68 @@ def train(path: Path) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- the catalogue
-# name -> builder(tmp_path) -> (main.py overrides, what stderr must name: file, record, problem, fix)
+# one builder per case: it writes the bad file under tmp_path and returns a Case
 
 
-def truncated_json(tmp: Path):
+def truncated_json(tmp: Path) -> Case:
     path = write(tmp / "train.json", (SAMPLE / "train.json").read_text("utf-8")[:5000])
     return train(path), [str(path), "line 1, column", "looks truncated", "re-download"]
 
 
-def wrong_top_level_schema(tmp: Path):
+def wrong_top_level_schema(tmp: Path) -> Case:
     path = write(tmp / "re.json", {"rows": [{"sentence": "문장", "label": 1}]})
     return train(path), [str(path), "unknown MRC layout", "'rows'", "convert the data"]
 
 
-def missing_question(tmp: Path):
+def missing_question(tmp: Path) -> Case:
     path = squad(tmp, lambda d: qas(d)[0].pop("question"))
     return train(path), [str(path), FIRST_ID, "has no 'question'", "fix"]
 
 
-def missing_context(tmp: Path):
+def missing_context(tmp: Path) -> Case:
     path = squad(tmp, lambda d: first_paragraph(d).pop("context"))
     return train(path), [str(path), FIRST_ID, "has no 'context'", "fix"]
 
 
-def missing_answers(tmp: Path):
+def missing_answers(tmp: Path) -> Case:
     path = squad(tmp, lambda d: qas(d)[0].update(answers=[]))
     return train(path), [str(path), FIRST_ID, "has no answers", "is_impossible"]
 
 
-def answer_start_out_of_range(tmp: Path):
+def answer_start_out_of_range(tmp: Path) -> Case:
     path = squad(tmp, lambda d: first_answer(d).update(answer_start=10**6))
     return train(path), [str(path), FIRST_ID, "beyond the end of the context", "set answer_start to"]
 
 
-def answer_not_at_its_offset(tmp: Path):
+def answer_not_at_its_offset(tmp: Path) -> Case:
     path = squad(tmp, lambda d: first_answer(d).update(answer_start=first_answer(d)["answer_start"] + 1))
     start = FIRST[0]["answers"][0]["answer_start"]
     return train(path), [str(path), FIRST_ID, "does not match the context", f"set answer_start to {start}"]
 
 
-def nfd_answer_in_nfc_context(tmp: Path):
+def nfd_answer_in_nfc_context(tmp: Path) -> Case:
     path = squad(
         tmp, lambda d: first_answer(d).update(text=unicodedata.normalize("NFD", first_answer(d)["text"]))
     )
     return train(path), [str(path), FIRST_ID, "Unicode normalisation", "datamodule.normalize=NFC"]
 
 
-def empty_context(tmp: Path):
+def empty_context(tmp: Path) -> Case:
     path = squad(tmp, lambda d: first_paragraph(d).update(context="  "))
     return train(path), [str(path), FIRST_ID, "'context' is empty", "fix"]
 
 
-def duplicate_ids(tmp: Path):
+def duplicate_ids(tmp: Path) -> Case:
     path = squad(tmp, lambda d: qas(d)[2].update(id=FIRST_ID))
     return train(path), [str(path), FIRST_ID, "duplicate id", "ids must be unique"]
 
 
-def empty_corpus(tmp: Path):
+def empty_corpus(tmp: Path) -> Case:
     path = write(tmp / "corpus.jsonl", "\n\n")
     return ["task=retrieve", f"retriever.corpus_file={path}"], [str(path), "the corpus file is empty", "fix"]
 
 
-def gold_document_missing_from_the_corpus(tmp: Path):
+def gold_document_missing_from_the_corpus(tmp: Path) -> Case:
     examples = load_mrc_examples(SAMPLE / "validation.json")[:3]
     lost = examples[1]
     lost.update(document_id="no-such-document", context=lost["context"] + " 덧붙인 문장.")
@@ -138,18 +140,18 @@ def gold_document_missing_from_the_corpus(tmp: Path):
     return args, [str(path), lost["id"], "no-such-document", "corpus.jsonl", "allow_missing_gold=true"]
 
 
-def mistyped_config_key(tmp: Path):
+def mistyped_config_key(tmp: Path) -> Case:
     return ["datamodule.max_seq_lenght=128"], [
         "Could not override 'datamodule.max_seq_lenght'",  # Hydra's own message...
         "did you mean datamodule.max_seq_length?",  # ...and the nearest key
     ]
 
 
-def missing_ckpt_path(tmp: Path):
+def missing_ckpt_path(tmp: Path) -> Case:
     return ["task=validate", *TINY_RUN], ["task=validate needs ckpt_path=", "checkpoint"]
 
 
-def checkpoint_file_not_found(tmp: Path):
+def checkpoint_file_not_found(tmp: Path) -> Case:
     write(tmp / "checkpoints" / "last.ckpt", "")
     missing = tmp / "checkpoints" / "epoch03.ckpt"
     return ["task=validate", f"ckpt_path={missing}", *TINY_RUN], [
@@ -159,19 +161,19 @@ def checkpoint_file_not_found(tmp: Path):
     ]
 
 
-def predictions_with_unknown_ids(tmp: Path):
+def predictions_with_unknown_ids(tmp: Path) -> Case:
     path = write(tmp / "predictions.json", {"val-00001": "답", "not-a-question": "답"})
     args = ["task=score", f"predictions={path}", f"datamodule.validation_file={SAMPLE / 'validation.json'}"]
     return args, [str(path), "not-a-question", "not questions of the gold file", "score against the file"]
 
 
-def predictions_not_a_mapping(tmp: Path):
+def predictions_not_a_mapping(tmp: Path) -> Case:
     path = write(tmp / "predictions.json", ["a", "b"])
     args = ["task=score", f"predictions={path}", f"datamodule.validation_file={SAMPLE / 'validation.json'}"]
     return args, [str(path), "one JSON object mapping question id", "fix"]
 
 
-def unknown_task(tmp: Path):
+def unknown_task(tmp: Path) -> Case:
     return ["task=dance"], ["task='dance' is unknown", "fit, validate, predict, score"]
 
 
@@ -207,7 +209,7 @@ def assert_clear_failure(result: Any, names: list[str], run_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("case", CHEAP, ids=lambda case: case.__name__)
-def test_bad_input_is_one_clear_paragraph(case: Callable[[Path], Any], tmp_path: Path) -> None:
+def test_bad_input_is_one_clear_paragraph(case: Callable[[Path], Case], tmp_path: Path) -> None:
     args, names = case(tmp_path)
     run_dir = tmp_path / "run"
     result = run_main(*args, "print_config=false", run_dir=run_dir, cache_dir=tmp_path / "cache", check=False)
