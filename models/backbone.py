@@ -261,21 +261,28 @@ def tiny_backbone(
 
 
 def pretrained_backbone(
-    name_or_path: str, config_overrides: dict[str, Any] | None = None, load_weights: bool = True
+    name_or_path: str,
+    config_overrides: dict[str, Any] | None = None,
+    load_weights: bool = True,
+    trust_remote_code: bool = False,
 ) -> Backbone:
     """Hub name (``klue/roberta-large``) or a local directory, e.g. a previous run's ``backbone/``.
 
     A directory without weight files (what an offline run saves) gives a randomly initialised
     encoder of that shape; its trained weights then come from a checkpoint (``ckpt_path=``).
+    ``trust_remote_code`` runs Python shipped with a hub model: off unless the config turns it on.
     """
-    tok = AutoTokenizer.from_pretrained(name_or_path)
+    tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     if not getattr(tok, "is_fast", False):
         raise ValueError(
             f"backbone.name_or_path={name_or_path!r} has no fast tokenizer; span decoding needs offsets "
             "(offset_mapping), which only fast tokenizers provide."
         )
-    model_config = AutoConfig.from_pretrained(name_or_path, **dict(config_overrides or {}))
+    model_config = AutoConfig.from_pretrained(
+        name_or_path, trust_remote_code=trust_remote_code, **dict(config_overrides or {})
+    )
     local = Path(name_or_path)
     has_weights = not local.is_dir() or any((local / name).exists() for name in WEIGHT_FILES)
     weights = name_or_path if (load_weights and has_weights) else None
-    return Backbone(tokenizer=tok, config=model_config, weights=weights, source=name_or_path)
+    return Backbone(tokenizer=tok, config=model_config, weights=weights, source=name_or_path,
+                    extra={"trust_remote_code": bool(trust_remote_code)})  # fmt: skip

@@ -90,3 +90,26 @@ def test_remote_code_runs_only_when_the_backbone_allows_it() -> None:
     backbone.extra["trust_remote_code"] = True
     from_pretrained_weights(Recorder, backbone)
     assert [c["trust_remote_code"] for c in calls] == [False, True]
+
+
+def test_pretrained_backbone_refuses_shipped_code_unless_trusted(tmp_path: Path) -> None:
+    """A model directory whose config points at its own Python (``auto_map``) is refused by default."""
+    import json
+
+    from transformers import BertConfig
+
+    from models.backbone import iter_texts, pretrained_backbone, train_tokenizer
+    from tests.conftest import SAMPLE
+
+    tokenizer = train_tokenizer(list(iter_texts([SAMPLE / "train.json"], ["question"]))[:200], vocab_size=300)
+    tokenizer.save_pretrained(tmp_path)
+    BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+               intermediate_size=64).save_pretrained(tmp_path)  # fmt: skip
+    plain = pretrained_backbone(str(tmp_path))
+    assert plain.extra["trust_remote_code"] is False and plain.weights is None
+    config = json.loads((tmp_path / "config.json").read_text(encoding="utf-8"))
+    config.update(model_type="shipped-code", auto_map={"AutoConfig": "configuration_shipped.ShippedConfig"})
+    (tmp_path / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    (tmp_path / "configuration_shipped.py").write_text("raise SystemExit('remote code ran')\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        pretrained_backbone(str(tmp_path))
