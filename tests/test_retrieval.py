@@ -62,7 +62,7 @@ class _Pretokenized:
 
 @pytest.mark.parametrize("epsilon", [0.25, 0.0, 1.0])
 def test_fast_bm25_equals_rank_bm25_with_negative_idf(epsilon):
-    retriever = BM25Retriever(tokenizer="whitespace", epsilon=epsilon, index_title=False)
+    retriever = BM25Retriever(tokenizer="whitespace", epsilon=epsilon, index_title=False, dtype="float64")
     retriever.index(_Pretokenized.passages(TINY))
     reference = rank_bm25.BM25Okapi(TINY, epsilon=epsilon)
     assert reference.idf["a"] == pytest.approx(epsilon * reference.average_idf)  # the floor is in use
@@ -82,7 +82,7 @@ def test_fast_bm25_equals_rank_bm25_with_negative_idf(epsilon):
     ],
 )
 def test_fast_bm25_equals_rank_bm25_on_korean_text(small, questions, variant, cls, kwargs):
-    retriever = BM25Retriever(tokenizer=CHAR, variant=variant, **kwargs).index(small)
+    retriever = BM25Retriever(tokenizer=CHAR, variant=variant, dtype="float64", **kwargs).index(small)
     tokens = retriever.tokenizer.tokenize(_texts(retriever, small))
     reference = cls(tokens, **kwargs)
     for query in retriever.tokenizer.tokenize([q.question for q in questions[:25]]):
@@ -113,6 +113,90 @@ def test_numba_engine_returns_exactly_the_numpy_results(small, questions, make):
     got = make("numba").index(small).search(queries, 50)
     assert got.ids == expected.ids
     np.testing.assert_allclose(np.array(got.scores), np.array(expected.scores), rtol=0, atol=1e-12)
+
+
+def _zipf_corpus(n_passages: int, seed: int = 0) -> list[list[str]]:
+    """Token lists over a 400-word Zipf vocabulary; the last 1,000 repeat earlier ones (exact score ties)."""
+    rng = np.random.default_rng(seed)
+    p = 1.0 / np.arange(1, 401)
+    words = rng.choice(400, size=(n_passages, 40), p=p / p.sum())
+    lengths = rng.integers(3, 40, n_passages)
+    lists = [[f"w{w}" for w in row[:n]] for row, n in zip(words.tolist(), lengths.tolist(), strict=True)]
+    return lists[:-1000] + lists[:1000]
+
+
+@pytest.mark.parametrize("n_passages", [2_500, 12_000])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda engine, dtype: BM25Retriever(tokenizer="whitespace", engine=engine, dtype=dtype),
+        lambda engine, dtype: BM25Retriever(tokenizer="whitespace", variant="bm25plus", engine=engine, dtype=dtype),
+        lambda engine, dtype: TfidfRetriever(tokenizer="whitespace", engine=engine, dtype=dtype),
+    ],
+    ids=["okapi", "bm25plus", "tfidf"],
+)
+def test_numba_engine_equals_numpy_on_a_large_corpus_with_ties(make, dtype, n_passages):
+    """Common terms stored as dense rows, and the kernel's sampled-threshold top k (from 512 passages; 1,024
+    samples from 8,192) against numpy's full sort, ties (duplicate passages, one-word queries) included."""
+    pytest.importorskip("numba")
+    tokens = _zipf_corpus(n_passages)
+    passages = [Passage(f"p{i}", "") for i in range(len(tokens))]
+    rng = np.random.default_rng(1)
+    queries = [["w0"], ["w1", "w1"], ["w399"], ["w5", "w250", "w390"], ["w0", "w1", "w2", "w3"]]
+    queries += [[f"w{w}" for w in rng.integers(0, 400, int(rng.integers(2, 9)))] for _ in range(40)]
+    queries += [tokens[i] for i in (3, n_passages - 500)]  # a passage and a duplicated one as queries
+    numpy_side = make("numpy", dtype).index_tokens(passages, tokens)
+    numba_side = make("numba", dtype).index_tokens(passages, tokens)
+    assert numba_side._index.dense_terms.size > 0
+    for k in (1, 10, 100, 2000):
+        expected = numpy_side.search_tokens(queries, k)
+        got = numba_side.search_tokens(queries, k)
+        assert got.ids == expected.ids, k
+        assert got.scores == expected.scores, k
+
+
+def test_numba_dense_top_k_falls_back_exactly():
+    """The kernel's threshold guess failing: ties so massive that the candidates overflow, and guesses from
+    sampled passages (every 11th of 12k, each with the rarer "b") that outscore the rest: too few candidates,
+    then enough at a lower guess, or never enough (the heap over all passages)."""
+    pytest.importorskip("numba")
+    tokens = [["a"] * (1 + i % 2) + (["b"] if i % 11 == 0 else []) + ["c", f"r{i % 50}"] for i in range(12_000)]
+    passages = [Passage(f"p{i}", "") for i in range(len(tokens))]
+    numpy_side = BM25Retriever(tokenizer="whitespace", engine="numpy").index_tokens(passages, tokens)
+    numba_side = BM25Retriever(tokenizer="whitespace", engine="numba").index_tokens(passages, tokens)
+    queries = [["a"], ["c"], ["a", "b"], ["c", "b", "b"]]
+    for k in (10, 600, 1100):  # overflow (k=10: 5.4k passages tie at the top); a second guess; the heap
+        expected = numpy_side.search_tokens(queries, k)
+        got = numba_side.search_tokens(queries, k)
+        assert got.ids == expected.ids and got.scores == expected.scores, k
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda dtype: BM25Retriever(tokenizer=CHAR, dtype=dtype), lambda dtype: TfidfRetriever(tokenizer=CHAR, dtype=dtype)],
+    ids=["bm25", "tfidf"],
+)
+def test_float32_ranks_like_float64(corpus, questions, make):
+    """float32 weights: the same top 20 as float64 for every embedded question, except where two passages'
+    float64 scores are equal to float32 precision; scores within 1e-6 relative (half the index memory)."""
+    queries = [q.question for q in questions]
+    wide = make("float64").index(corpus)
+    narrow = make("float32").index(corpus)
+    assert narrow._index.data.dtype == np.float32 and narrow._index.dense_rows.dtype == np.float32
+    expected, got = wide.search(queries, 20), narrow.search(queries, 20)
+    position = {p.id: i for i, p in enumerate(corpus)}
+    swapped = 0
+    for query, ids64, s64, ids32, s32 in zip(queries, expected.ids, expected.scores, got.ids, got.scores, strict=True):
+        np.testing.assert_allclose(s32, s64, rtol=1e-6, atol=0)
+        if ids32 == ids64:
+            continue
+        full64 = wide.get_scores(wide.tokenizer.tokenize([query])[0])
+        for rank, (a, b) in enumerate(zip(ids64, ids32, strict=True)):
+            if a != b:  # only near-ties may trade places
+                swapped += 1
+                assert full64[position[b]] == pytest.approx(s64[rank], rel=1e-6, abs=0), (query, rank)
+    assert swapped <= len(queries) // 10
 
 
 def test_top_k_equals_a_full_sort_on_ties_zeros_and_negatives():
@@ -196,8 +280,10 @@ def test_metrics_by_hand():
         lambda: BM25Retriever(tokenizer=CHAR, mode="rank_bm25", variant="bm25plus"),
         lambda: TfidfRetriever(tokenizer=CHAR),
         lambda: BM25Retriever(tokenizer={"name": "hf", "hf_vocab_size": 1000}),
+        lambda: BM25Retriever(tokenizer=CHAR, dtype="float32"),
+        lambda: TfidfRetriever(tokenizer=CHAR, dtype="float32"),
     ],
-    ids=["bm25-fast", "bm25-rank_bm25", "tfidf", "bm25-hf"],
+    ids=["bm25-fast", "bm25-rank_bm25", "tfidf", "bm25-hf", "bm25-float32", "tfidf-float32"],
 )
 def test_save_load_round_trip(small, questions, tmp_path, make):
     retriever = make().index(small)
@@ -211,9 +297,51 @@ def test_save_load_round_trip(small, questions, tmp_path, make):
     loaded = load_retriever(tmp_path / "index", passages=small, tokenizer=retriever.tokenizer.config,
                             params=retriever.params())
     assert type(loaded) is type(retriever)
+    assert loaded.params() == retriever.params()  # dtype included
+    if getattr(retriever, "_index", None) is not None:
+        assert loaded._index.data.dtype == retriever._index.data.dtype
+        assert loaded._index.dense_terms.tolist() == retriever._index.dense_terms.tolist()
     after = loaded.search(queries, 10)
     assert after.ids == before.ids
     assert after.scores == before.scores
+    if "dtype" in retriever.params():
+        other = "float32" if retriever.dtype == "float64" else "float64"
+        with pytest.raises(DataFormatError, match=f"dtype: index '{retriever.dtype}' vs asked '{other}'"):
+            load_retriever(tmp_path / "index", params={**retriever.params(), "dtype": other})
+
+
+def test_format_1_index_still_loads(small, questions, tmp_path):
+    """An index saved before dense rows and retriever.dtype (format 1: all postings, float64) loads as float64
+    and ranks as it did."""
+    retriever = BM25Retriever(tokenizer=CHAR).index(small)
+    queries = [q.question for q in questions[:30]]
+    before = retriever.search(queries, 10)
+    index = retriever._index
+    assert index.dense_terms.size > 0
+    # Put the dense rows back as postings: the format-1 arrays.
+    rows = {t: np.flatnonzero(row) for t, row in zip(index.dense_terms.tolist(), index.dense_rows, strict=True)}
+    indptr, indices, data = [0], [], []
+    for term in range(index.n_terms):
+        if term in rows:
+            docs = rows[term]
+            weights = index.dense_rows[index.dense_slot[term]][docs]
+        else:
+            docs = index.indices[index.indptr[term] : index.indptr[term + 1]]
+            weights = index.data[index.indptr[term] : index.indptr[term + 1]]
+        indices.append(docs)
+        data.append(weights)
+        indptr.append(indptr[-1] + docs.size)
+    retriever.save(tmp_path / "v1")
+    np.savez(tmp_path / "v1" / "index.npz", indptr=np.array(indptr), indices=np.concatenate(indices),
+             data=np.concatenate(data), idf=retriever._idf)
+    manifest = json.loads((tmp_path / "v1" / "manifest.json").read_text(encoding="utf-8"))
+    manifest["format_version"] = 1
+    del manifest["params"]["dtype"]
+    (tmp_path / "v1" / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    loaded = load_retriever(tmp_path / "v1", passages=small, params=retriever.params())
+    assert loaded.dtype == "float64" and loaded._index.dense_terms.tolist() == index.dense_terms.tolist()
+    after = loaded.search(queries, 10)
+    assert after.ids == before.ids and after.scores == before.scores
 
 
 # ----------------------------------------------------------------------------- robustness
@@ -297,6 +425,8 @@ def test_bad_settings_have_clear_messages():
         BM25Retriever(tokenizer="whitespace", mode="turbo")
     with pytest.raises(ValueError, match="retriever.engine="):
         BM25Retriever(tokenizer="whitespace", engine="gpu")
+    with pytest.raises(ValueError, match=r"retriever.dtype='float16': use one of float64, float32"):
+        TfidfRetriever(tokenizer="whitespace", dtype="float16")
 
 
 # ----------------------------------------------------------------------------- corpora and gold
