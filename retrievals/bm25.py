@@ -5,10 +5,10 @@
   ``np.bincount`` over the postings of its terms, plus its dense rows, plus a partial sort.  With
   ``dtype: float64`` (default) its scores equal rank-bm25's ``BM25Okapi.get_scores`` on the same tokens
   (same idf, including the ``epsilon * average_idf`` floor for negative idf) to floating-point rounding
-  (< 1e-9); ``dtype: float32`` stores the weights in half the memory (scores within ~1e-7 relative,
-  rankings the same but for near-ties) and is faster still.  ``engine: auto`` runs the scoring and top-k
+  (< 1e-9); ``dtype: float32`` stores the weights in half the memory (the index shrinks by a third;
+  scores within ~1e-7 relative, rankings the same but for near-ties) and is faster still.  ``engine: auto`` runs the scoring and top-k
   selection in a numba kernel when numba is installed (identical results to numpy in the same dtype,
-  ~4x the queries/s on 60k passages), else in numpy.
+  ~2x the queries/s on 60k passages), else in numpy.
 * ``mode: rank_bm25`` calls ``rank_bm25`` itself (slow: every query walks every passage in Python);
   it exists to check parity and to reproduce baselines exactly.
 
