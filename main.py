@@ -674,6 +674,25 @@ def _dotted_keys(node: Any, prefix: str = "") -> list[str]:
     return out
 
 
+def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
+    """The config ``python main.py <overrides>`` would run with, run dir ``output_dir`` (Hydra's compose API):
+    for tests and benchmarks that build a run in-process."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parent / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[*overrides, f"hydra.run.dir={output_dir}"], return_hydra_config=True)
+    OmegaConf.set_readonly(cfg.hydra, False)
+    cfg.hydra.runtime.output_dir = str(output_dir)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """Run one job; a bad input or config ends with a clear message and exit code 1, not a traceback."""

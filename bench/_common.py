@@ -134,25 +134,9 @@ def describe_dataset(name: str, info: dict[str, Any], limit: int | None = None) 
 
 def compose(overrides: Sequence[str], output_dir: Path) -> Any:
     """The config ``main.py`` would run with these overrides (Hydra's compose API), run dir ``output_dir``."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import OmegaConf, open_dict
+    from main import compose_config
 
-    import main  # noqa: F401  (registers the project_root resolver)
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = hydra_compose(
-            "config", overrides=[*overrides, f"hydra.run.dir={output_dir}"], return_hydra_config=True
-        )
-    OmegaConf.set_readonly(cfg.hydra, False)
-    cfg.hydra.runtime.output_dir = str(output_dir)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
+    return compose_config(list(overrides), output_dir)
 
 
 def build_shared_backbone(

@@ -33,7 +33,7 @@ from models.lora import (
 )
 from models.losses import build_loss, class_weights
 from models.optim import optimization
-from models.safe_loading import tokenizer_fingerprint
+from models.safe_loading import record_backbone
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 POOLINGS = ("cls", "entity")
@@ -77,9 +77,7 @@ class SequenceClassifier(LightningModule):
         # Only plain containers go into the checkpoint (torch>=2.6 loads with weights_only=True).
         self.save_hyperparameters(ignore=["backbone"])
         self.hparams["labels"] = labels
-        self.hparams["backbone_source"] = backbone.source
-        # ckpt_path is checked against it: same-sized vocabularies with other ids load silently otherwise
-        self.hparams["tokenizer_fingerprint"] = tokenizer_fingerprint(backbone.tokenizer)
+        record_backbone(self.hparams, backbone)
         self.labels = labels
         self.no_relation_index = labels.index(no_relation_label) if no_relation_label in labels else None
         self.tokenizer = backbone.tokenizer

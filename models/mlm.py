@@ -22,7 +22,7 @@ from models.backbone import Backbone
 from models.encoder import build_encoder
 from models.lora import check_checkpoint, count_parameters, export_pretrained, lora_enabled
 from models.optim import optimization
-from models.safe_loading import tokenizer_fingerprint
+from models.safe_loading import record_backbone
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "labels")
 
@@ -75,9 +75,7 @@ class MaskedLanguageModel(LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["backbone"])
-        self.hparams["backbone_source"] = backbone.source
-        # ckpt_path is checked against it: same-sized vocabularies with other ids load silently otherwise
-        self.hparams["tokenizer_fingerprint"] = tokenizer_fingerprint(backbone.tokenizer)
+        record_backbone(self.hparams, backbone)
         self.encoder = build_encoder(AutoModelForMaskedLM, backbone, init_from=init_from, lora=lora)
         self.tokenizer = backbone.tokenizer
         self.val_loss = MeanMetric()

@@ -17,7 +17,7 @@ from models.lora import check_checkpoint, export_lora, lora_enabled
 from models.optim import optimization
 from models.qa_metrics import SquadScores
 from models.qa_postprocess import decode_predictions, topk_candidates
-from models.safe_loading import tokenizer_fingerprint
+from models.safe_loading import record_backbone
 from models.span_candidates import SpanCandidates
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -43,9 +43,7 @@ class ExtractiveReader(LightningModule):
         super().__init__()
         # Only plain containers go into the checkpoint (torch>=2.6 loads with weights_only=True).
         self.save_hyperparameters(ignore=["backbone"])
-        self.hparams["backbone_source"] = backbone.source
-        # ckpt_path is checked against it: same-sized vocabularies with other ids load silently otherwise
-        self.hparams["tokenizer_fingerprint"] = tokenizer_fingerprint(backbone.tokenizer)
+        record_backbone(self.hparams, backbone)
         self.encoder = build_encoder(AutoModelForQuestionAnswering, backbone, init_from=init_from, lora=lora)
         self.tokenizer = backbone.tokenizer
         # RoBERTa-style (type_vocab_size 1) and ModernBERT/DistilBERT-style (no segments) encoders get none

@@ -53,6 +53,13 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     return hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
 
 
+def record_backbone(hparams: Any, backbone: Any) -> None:
+    """What every module's checkpoint says about its backbone: where it came from and its vocabulary
+    (``ckpt_path`` is checked against it: same-sized vocabularies with other ids load silently otherwise)."""
+    hparams["backbone_source"] = backbone.source
+    hparams["tokenizer_fingerprint"] = tokenizer_fingerprint(backbone.tokenizer)
+
+
 # ----------------------------------------------------------------------------- checkpoint files
 
 

@@ -5,13 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import OmegaConf
 
-import main  # noqa: F401  (registers the project_root resolver)
+import main
+from main import compose_config
 from tests.conftest import ROOT
 
 CONF = ROOT / "conf"
@@ -21,18 +19,6 @@ GROUP_OPTIONS = [
     for group in ("backbone", "datamodule", "model", "trainer", "logger", "callbacks", "retriever")
     for p in sorted((CONF / group).glob("*.yaml"))
 ]
-
-
-def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=[*overrides, f"hydra.run.dir={output_dir}"], return_hydra_config=True)
-    OmegaConf.set_readonly(cfg.hydra, False)
-    cfg.hydra.runtime.output_dir = str(output_dir)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
