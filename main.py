@@ -206,11 +206,43 @@ def export_artifacts(run: dict[str, Any], output_dir: Path) -> dict[str, Any]:
     return trainer.strategy.broadcast(export(output_dir) if trainer.is_global_zero else {})
 
 
+def export_best(cfg: DictConfig, run: dict[str, Any], output_dir: Path, source: str | None) -> dict[str, Any]:
+    """``<run>/<export.dir>/``: the weights held now (the best checkpoint's) in HF format (models/export.py)."""
+    from models.export import unexportable
+
+    if not (cfg.get("export") or {}).get("enabled", True):
+        return {}
+    reason = unexportable(run["model"])
+    if reason:
+        log.info("export: no HF-format directory: %s", reason)
+        return {}
+    trainer = run["trainer"]
+    out = hf_export(cfg, run["model"], output_dir, source or "the final weights") if trainer.is_global_zero else {}
+    return trainer.strategy.broadcast(out)
+
+
+def hf_export(cfg: DictConfig, model: Any, output_dir: Path, source: str) -> dict[str, Any]:
+    """``export_hf`` with the ``export.*`` settings."""
+    from models.export import export_hf
+
+    node = cfg.get("export") or {}
+    directory = output_dir / str(node.get("dir") or "hf_model")
+    return export_hf(model, directory, merge_lora=bool(node.get("merge_lora", True)), source=source)
+
+
 def eval_metrics(results: list[dict[str, Any]], prefix: str = "val") -> dict[str, float]:
     """Lightning's logged ``val_*`` values under the public names ``exact_match`` and ``f1``."""
     merged = {k: float(v) for result in results for k, v in result.items()}
-    out = {k.removeprefix(f"{prefix}_"): v for k, v in merged.items() if k.startswith(f"{prefix}_")}
+    out: dict[str, Any] = {k.removeprefix(f"{prefix}_"): v for k, v in merged.items() if k.startswith(f"{prefix}_")}
     out["examples"] = int(out.pop("examples", 0))
+    if "examples_total" in out:  # partial validation: which examples the scores cover (models/eval_coverage.py)
+        from models.eval_coverage import describe_subset
+
+        counts = {k: int(out[k]) for k in ("examples_total", "examples_missing", "examples_partial") if k in out}
+        out.update(counts)
+        out["subset"] = describe_subset(
+            out["examples"], counts["examples_total"], counts["examples_missing"], counts.get("examples_partial", 0)
+        )
     return out
 
 
@@ -258,6 +290,7 @@ def task_fit(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     metrics["global_step"] = trainer.global_step
     save_predictions(run, output_dir)
     metrics.update(export_artifacts(run, output_dir))  # after validate(ckpt_path=best): the best weights
+    metrics.update(export_best(cfg, run, output_dir, best))
     metrics.update(save_test_predictions(cfg, run, output_dir, best))
     return metrics
 
@@ -272,6 +305,17 @@ def task_validate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     )
     save_predictions(run, output_dir)
     return {**eval_metrics(results), "checkpoint": str(ckpt)}
+
+
+def task_export(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+    """A checkpoint as a ``save_pretrained`` directory (``<run>/<export.dir>/``): model, tokenizer, label map."""
+    ckpt = checkpoint_arg(cfg, "the checkpoint to export (e.g. outputs/.../checkpoints/last.ckpt)")
+    run = build_run(cfg)
+    verify_checkpoint(ckpt, run)
+    from models.export import load_weights
+
+    load_weights(run["model"], ckpt)
+    return {**hf_export(cfg, run["model"], output_dir, str(ckpt)), "checkpoint": str(ckpt)}
 
 
 def task_predict(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
@@ -552,6 +596,7 @@ TASKS: dict[str, Callable[[DictConfig, Path], dict[str, Any]]] = {
     "fit": task_fit,
     "validate": task_validate,
     "predict": task_predict,
+    "export": task_export,
     "score": task_score,
     "ensemble": task_ensemble,
     "retrieve": task_retrieve,

@@ -6,8 +6,13 @@ neither stored nor resumed, and it cannot prune. This sweeper keeps Hydra's laun
 (``<sweep dir>/<trial number>/`` with ``metrics.json``, ``.hydra/``, ``main.log``) and drives current Optuna
 with ask/tell:
 
-* the study lives in SQLite under the sweep dir (``optuna.db``): run the same command with the same
-  ``hydra.sweep.dir`` to resume; ``n_trials`` counts the trials the study already has;
+* the study lives in SQLite under the sweep dir (``optuna.db``; ``hparams_search=optuna`` makes that dir
+  ``multirun/<run_name>/optuna/<hparams_search.study>``, without a time stamp): the same command resumes it.
+  ``n_trials`` counts the trials the study already has; a trial left running by a crash, kill or Ctrl-C is
+  marked FAIL ("interrupted") and retried with the same parameters (Optuna's
+  ``RetryHeartbeatStaleTrialCallback``), and does not count;
+* ``n_jobs`` > 1 forks worker processes that share the study through SQLite (Optuna's documented way to
+  parallelise), each running its trials in-process, one GPU each when there are several;
 * the search space uses Hydra's sweep grammar (``interval``, ``tag(log, interval(...))``, ``tag(int, ...)``,
   ``choice``, ``range``, ``a,b,c``), from ``hydra.sweeper.params`` and from sweep overrides on the command
   line;
@@ -20,7 +25,10 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
+import os
 import traceback
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -104,6 +112,7 @@ def write_summary(study: Any, path: Path, optimized_metric: str | None, storage:
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
+    retried_by = {retry_of(t): t.number for t in trials if retry_of(t) is not None}
     rows = []
     for trial in trials:
         output_dir = trial.user_attrs.get("output_dir")
@@ -111,6 +120,8 @@ def write_summary(study: Any, path: Path, optimized_metric: str | None, storage:
             {
                 "number": trial.number,
                 "state": trial.state.name,
+                "retry_of": retry_of(trial),
+                "retried_by": retried_by.get(trial.number),
                 "params": trial.params,
                 "overrides": trial_overrides(trial.params),
                 "value": trial.value,
@@ -120,6 +131,8 @@ def write_summary(study: Any, path: Path, optimized_metric: str | None, storage:
                 "intermediate_values": {str(step): v for step, v in trial.intermediate_values.items()},
                 "output_dir": output_dir,
                 "duration_seconds": trial.duration.total_seconds() if trial.duration else None,
+                "started": trial.datetime_start.isoformat() if trial.datetime_start else None,
+                "finished": trial.datetime_complete.isoformat() if trial.datetime_complete else None,
             }
         )
     best = study.best_trial if any(t.state == TrialState.COMPLETE for t in trials) else None
@@ -130,6 +143,7 @@ def write_summary(study: Any, path: Path, optimized_metric: str | None, storage:
         "optimized_metric": optimized_metric,
         "n_trials": len(trials),
         "states": dict(Counter(t.state.name for t in trials)),
+        "interrupted": sorted(retried_by),
         "best_trial": best.number if best else None,
         "best_value": best.value if best else None,
         "best_params": best.params if best else None,
@@ -138,6 +152,39 @@ def write_summary(study: Any, path: Path, optimized_metric: str | None, storage:
     }
     write_json(path, summary)
     return summary
+
+
+def retry_of(trial: Any) -> int | None:
+    """The interrupted trial that ``trial`` re-runs (Optuna's retry callback records it), else None."""
+    history = trial.system_attrs.get("retry_history") or []
+    return history[-1] if history else None
+
+
+def counted(trials: Sequence[Any]) -> int:
+    """Trials that count towards ``n_trials``: started or finished, except those interrupted and retried."""
+    from optuna.trial import TrialState
+
+    retried = {retry_of(t) for t in trials}
+    return sum(t.state != TrialState.WAITING and t.number not in retried for t in trials)
+
+
+def resolve_n_jobs(n_jobs: int) -> int:
+    """``hparams_search.n_jobs``: -1 is one worker per GPU, or per CPU core without GPUs; never more than cores."""
+    cores = os.cpu_count() or 1
+    if n_jobs == -1:
+        return visible_gpus() or cores
+    if n_jobs < 1:
+        raise ValueError(f"hparams_search.n_jobs={n_jobs}: use a positive number of workers, or -1 (one per device).")
+    if n_jobs > cores:
+        log.warning("hparams_search.n_jobs=%d but this machine has %d CPU cores: using %d workers", n_jobs, cores, cores)
+    return min(n_jobs, cores)
+
+
+def visible_gpus() -> int:
+    """CUDA devices this process may use (NVML count: CUDA itself is not initialised before the workers fork)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 # ----------------------------------------------------------------------------- the sweep
@@ -156,6 +203,7 @@ class OptunaStudy:
         pruner: Any = None,
         params: Mapping[str, Any] | None = None,
         enqueue_trials: Iterable[Mapping[str, Any]] | None = None,
+        n_jobs: int = 1,
     ) -> None:
         if direction not in ("maximize", "minimize"):
             raise ValueError(f"hydra.sweeper.direction={direction!r}: use maximize or minimize.")
@@ -169,6 +217,7 @@ class OptunaStudy:
         self.pruner = pruner
         self.params = dict(params or {})
         self.enqueue_trials = [dict(p) for p in enqueue_trials or []]
+        self.n_jobs = int(n_jobs)
         self.config: Any = None
         self.launcher: Any = None
 
@@ -180,10 +229,19 @@ class OptunaStudy:
             config=config, hydra_context=hydra_context, task_function=task_function
         )
 
-    def _create_study(self, sweep_dir: Path) -> tuple[Any, str]:
+    def _storage(self, sweep_dir: Path) -> tuple[Any, str]:
+        """(Optuna storage, its URL): SQLite under the sweep dir unless ``storage`` names another database."""
+        from optuna.storages import RDBStorage
+
+        url = self.storage or f"sqlite:///{(sweep_dir / 'optuna.db').resolve()}"
+        # parallel workers share the SQLite file: wait for its lock instead of failing at once
+        engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
+        return RDBStorage(url, engine_kwargs=engine), url
+
+    def _create_study(self, sweep_dir: Path, fixed: Sequence[str] = ()) -> tuple[Any, str]:
         import optuna
 
-        storage = self.storage or f"sqlite:///{(sweep_dir / 'optuna.db').resolve()}"
+        storage, url = self._storage(sweep_dir)
         study = optuna.create_study(
             study_name=self.study_name or "sweep",
             storage=storage,
@@ -194,21 +252,46 @@ class OptunaStudy:
         )
         if study.direction.name.lower() != self.direction:
             raise ValueError(
-                f"The study {study.study_name!r} in {storage} was created with direction="
+                f"The study {study.study_name!r} in {url} was created with direction="
                 f"{study.direction.name.lower()}; use that, or a new hydra.sweep.dir for a new study."
             )
-        stale = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.RUNNING])
-        for trial in stale:  # left RUNNING by a sweep that was killed: resume without them
-            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+        # The same command resumes the study: settings outside the search space must be the same, or the
+        # trials would not be comparable (another dataset or model under the same study name).
+        setting = sorted(f for f in fixed if not f.lstrip("+~").startswith("hparams_search."))
+        if study.user_attrs.get("fixed_overrides") is None:
+            study.set_user_attr("fixed_overrides", setting)
+        elif study.user_attrs["fixed_overrides"] != setting:
+            raise ValueError(
+                f"The study {study.study_name!r} in {url} was run with the overrides "
+                f"{study.user_attrs['fixed_overrides']}, this command gives {setting}: resume it with the same "
+                "command, or start a new study (hparams_search.study=<new name>, or another hydra.sweep.dir)."
+            )
+        # No other sweep runs on this study (one command per sweep dir): a trial still RUNNING was interrupted
+        for trial in study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.RUNNING]):
+            self._interrupted(study, trial.number, "the sweep process was killed")
         if not study.get_trials(deepcopy=False):
             for params in self.enqueue_trials:
                 study.enqueue_trial(params)
-        return study, storage
+        return study, url
+
+    @staticmethod
+    def _interrupted(study: Any, number: int, how: str) -> None:
+        """Mark an interrupted trial FAIL and queue a retry with the same parameters (Optuna's retry callback)."""
+        import optuna
+        from optuna.storages import RetryHeartbeatStaleTrialCallback
+        from optuna.trial import TrialState
+
+        storage = study._storage
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+        original = storage.get_trial(trial_id)
+        storage.set_trial_user_attr(trial_id, "error", f"interrupted ({how}): retried with the same parameters")
+        study.tell(number, state=TrialState.FAIL)
+        log.warning("Trial %d was interrupted (%s): it will run again with the same parameters", number, how)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            RetryHeartbeatStaleTrialCallback()(study, original)  # a WAITING copy: same params, retry_history=[number]
 
     def sweep(self, arguments: list[str]) -> list[Any]:
-        import optuna
-
-        global _active_trial
         assert self.config is not None and self.launcher is not None, "setup() first"
         space, fixed = search_space([f"{k}={v}" for k, v in self.params.items()] + list(arguments))
         if not space:
@@ -216,16 +299,92 @@ class OptunaStudy:
                 "hparams_search: the search space is empty: set hydra.sweeper.params or pass sweep overrides "
                 "such as 'model.optimizer.lr=tag(log,interval(1e-5,1e-3))'."
             )
+        n_jobs = resolve_n_jobs(self.n_jobs)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        study, storage = self._create_study(sweep_dir)
+        study, storage = self._create_study(sweep_dir, fixed)
         metric = self.config.get("optimized_metric")
-        log.info("Optuna study %r in %s: %s %s over %s", study.study_name, storage, self.direction, metric, space)
+        log.info(
+            "Optuna study %r in %s (%d trials so far): %s %s over %s, %d worker(s)",
+            study.study_name, storage, len(study.trials), self.direction, metric, space, n_jobs,
+        )
+        workers = [self._fork_worker(index, n_jobs, sweep_dir, space, fixed) for index in range(1, n_jobs)]
+        if workers:
+            self._worker_setup(0, n_jobs)
+        try:
+            returns = self._run_trials(study, space, fixed, sweep_dir, metric, storage)
+        finally:
+            for worker in workers:
+                worker.join()
+        failed_workers = [w.exitcode for w in workers if w.exitcode]
+        summary = write_summary(study, sweep_dir / SUMMARY_FILE, metric, storage)
+        log.info(
+            "Best trial %s: %s=%s with %s (summary: %s)",
+            summary["best_trial"], metric, summary["best_value"], summary["best_params"], sweep_dir / SUMMARY_FILE,
+        )
+        if failed_workers:
+            raise RuntimeError(f"{len(failed_workers)} sweep worker(s) stopped with exit codes {failed_workers}.")
+        if summary["states"] == {"FAIL": summary["n_trials"]}:  # a broken setup, not bad luck: exit non-zero
+            raise RuntimeError(f"Every trial failed; the errors are in {sweep_dir / SUMMARY_FILE}.")
+        return returns
+
+    def _worker_setup(self, index: int, n_jobs: int) -> None:
+        """CPU threads shared out between the workers; with several GPUs, one GPU per worker."""
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_jobs))
+        gpus = visible_gpus()
+        if gpus > 1:
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+            ids = visible.split(",") if visible else [str(i) for i in range(gpus)]
+            os.environ["CUDA_VISIBLE_DEVICES"] = ids[index % len(ids)]
+
+    def _fork_worker(
+        self, index: int, n_jobs: int, sweep_dir: Path, space: Mapping[str, Any], fixed: Sequence[str]
+    ) -> Any:
+        """Worker ``index``: a forked copy of this sweep (the Hydra launcher and task included) running trials.
+
+        Fork (not spawn) because Hydra's task function and launcher cannot be pickled; it happens before any
+        trial has run in this process, so no CUDA context or thread pool is copied.
+        """
+        if "fork" not in multiprocessing.get_all_start_methods():
+            raise ValueError("hparams_search.n_jobs > 1 needs os.fork (Linux or macOS); use n_jobs=1 here.")
+
+        def work() -> None:
+            code = 0
+            try:
+                self._worker_setup(index, n_jobs)
+                import optuna
+
+                storage, url = self._storage(sweep_dir)  # a fresh connection: never share one across fork
+                study = optuna.load_study(
+                    study_name=self.study_name or "sweep", storage=storage, sampler=self.sampler, pruner=self.pruner
+                )
+                self._run_trials(study, space, fixed, sweep_dir, self.config.get("optimized_metric"), url)
+            except BaseException:  # noqa: BLE001 - report and exit with a code; the parent raises
+                log.exception("sweep worker %d stopped", index)
+                code = 1
+            finally:
+                logging.shutdown()
+                os._exit(code)  # not the parent's atexit hooks (Hydra, loggers)
+
+        process = multiprocessing.get_context("fork").Process(target=work, name=f"sweep-worker-{index}")
+        process.start()
+        return process
+
+    def _run_trials(
+        self, study: Any, space: Mapping[str, Any], fixed: Sequence[str], sweep_dir: Path, metric: str | None,
+        storage: str,
+    ) -> list[Any]:
+        """Ask, run as a Hydra job, tell; until the study has ``n_trials`` trials (shared by every worker)."""
+        import optuna
+
+        global _active_trial
         returns = []
-        stopped = False
-        done = optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING
-        while not stopped and sum(t.state not in done for t in study.get_trials(deepcopy=False)) < self.n_trials:
+        while counted(study.get_trials(deepcopy=False)) < self.n_trials:
             trial = study.ask(space)
+            for key in ("output_dir", "error"):  # a retry inherits its original's attributes
+                trial.set_user_attr(key, None)
             overrides = [*fixed, *trial_overrides(trial.params)]
             log.info("Trial %d: %s", trial.number, " ".join(trial_overrides(trial.params)))
             _active_trial = trial
@@ -233,6 +392,11 @@ class OptunaStudy:
                 [ret] = self.launcher.launch([overrides], initial_job_idx=trial.number)
             except Exception as exc:  # noqa: BLE001  (e.g. a sampled value the config cannot take)
                 ret, outcome = None, (optuna.trial.TrialState.FAIL, None, f"{type(exc).__name__}: {exc}")
+            except BaseException as stop:  # Ctrl-C / SIGTERM (exit 130 / 143): retried when the sweep resumes
+                code = stop.code if isinstance(stop, SystemExit) else type(stop).__name__
+                self._interrupted(study, trial.number, f"stopped with {code}")
+                write_summary(study, sweep_dir / SUMMARY_FILE, metric, storage)
+                raise
             else:
                 returns.append(ret)
                 outcome = self._outcome(ret, metric)
@@ -250,15 +414,9 @@ class OptunaStudy:
                 if "Study.stop" not in str(exc):
                     raise
                 log.info("The sampler has covered the whole search space: stopping.")
-                stopped = True
+                write_summary(study, sweep_dir / SUMMARY_FILE, metric, storage)
+                break
             write_summary(study, sweep_dir / SUMMARY_FILE, metric, storage)
-        summary = write_summary(study, sweep_dir / SUMMARY_FILE, metric, storage)
-        log.info(
-            "Best trial %s: %s=%s with %s (summary: %s)",
-            summary["best_trial"], metric, summary["best_value"], summary["best_params"], sweep_dir / SUMMARY_FILE,
-        )
-        if summary["states"] == {"FAIL": summary["n_trials"]}:  # a broken setup, not bad luck: exit non-zero
-            raise RuntimeError(f"Every trial failed; the errors are in {sweep_dir / SUMMARY_FILE}.")
         return returns
 
     @staticmethod

@@ -24,6 +24,7 @@ from transformers import AutoModelForSequenceClassification
 from models.backbone import Backbone
 from models.cls_metrics import ClassificationOutputs, classification_scores
 from models.encoder import build_encoder
+from models.eval_coverage import log_coverage
 from models.lora import (
     check_checkpoint,
     export_lora,
@@ -182,7 +183,9 @@ class SequenceClassifier(LightningModule):
         scores = classification_scores(state["probs"], state["target"], self.no_relation_index)
         for name, value in scores.items():
             self.log(f"{prefix}_{name}", value, prog_bar=name in ("accuracy", "micro_f1"))
-        self.log(f"{prefix}_examples", float(state["index"].numel()))
+        examples = self.trainer.datamodule.eval_examples(split)
+        seen = [examples[i]["id"] for i in state["index"].tolist()]  # de-duplicated: DDP padding counts once
+        log_coverage(self, prefix, seen, [ex["id"] for ex in examples])
 
     def on_validation_epoch_end(self) -> None:
         self._score("validation", "val")

@@ -13,6 +13,7 @@ from transformers import AutoModelForQuestionAnswering
 
 from models.backbone import Backbone
 from models.encoder import build_encoder
+from models.eval_coverage import log_coverage, window_coverage
 from models.lora import check_checkpoint, export_lora, lora_enabled
 from models.optim import optimization
 from models.qa_metrics import SquadScores
@@ -52,6 +53,7 @@ class ExtractiveReader(LightningModule):
         self.scores = SquadScores()
         self.last_predictions: dict[str, str] = {}
         self.last_nbest: dict[str, list[dict[str, Any]]] = {}
+        self.last_partial = 0  # examples of the last decoded epoch with some of their windows unseen
 
     # ------------------------------------------------------------------ steps
 
@@ -93,9 +95,11 @@ class ExtractiveReader(LightningModule):
             warnings.simplefilter("ignore")  # "compute before update" when a rank saw nothing
             state = self.candidates.compute()
         self.candidates.reset()
+        self.last_partial = 0
         if not state:
             return {}, {}
         eval_set = self.trainer.datamodule.eval_set(split)
+        self.last_partial = len(window_coverage(eval_set.example_index, state["feature_index"].tolist())[1])
         return decode_predictions(
             eval_set.examples,
             eval_set.example_index,
@@ -112,7 +116,8 @@ class ExtractiveReader(LightningModule):
     def _score(self, split: str, prefix: str) -> None:
         predictions, nbest = self._decode(split)
         self.last_predictions, self.last_nbest = predictions, nbest
-        examples = self.trainer.datamodule.eval_set(split).examples_by_id
+        eval_set = self.trainer.datamodule.eval_set(split)
+        examples = eval_set.examples_by_id
         # Each rank scores a disjoint share of the decoded examples; SquadScores sums them across ranks.
         ids = sorted(predictions)[self.global_rank :: self.trainer.world_size]
         self.scores.update(
@@ -122,7 +127,8 @@ class ExtractiveReader(LightningModule):
         self.scores.reset()
         self.log(f"{prefix}_exact_match", scores["exact_match"], prog_bar=True)
         self.log(f"{prefix}_f1", scores["f1"], prog_bar=True)
-        self.log(f"{prefix}_examples", float(len(predictions)))
+        # partial validation (sanity check, limit_val_batches): the scores cover the decoded examples only
+        log_coverage(self, prefix, predictions, [ex["id"] for ex in eval_set.examples], partial=self.last_partial)
 
     def on_validation_epoch_end(self) -> None:
         self._score("validation", "val")

@@ -112,6 +112,22 @@ def test_ddp_validation_equals_one_process(ddp_fit: tuple[Path, Path, object], t
     }
 
 
+def test_ddp_scores_equal_the_official_script_over_the_examples_seen(ddp_fit: tuple[Path, Path, object]) -> None:
+    """DistributedSampler repeats a window on rank 1: each example still counts once, none is reported missing,
+    and EM/F1 are the official KorQuAD script's over the predictions."""
+    from datamodules.mrc_formats import load_mrc_examples
+    from tests.conftest import SAMPLE
+    from tests.test_partial_validation import official_scores
+
+    run_dir, _, _ = ddp_fit
+    metrics, predictions = read_json(run_dir / "metrics.json"), read_json(run_dir / "predictions.json")
+    assert (metrics["examples"], metrics["examples_total"], metrics["examples_missing"]) == (12, 12, 0)
+    assert metrics["subset"] == "all 12 examples" and len(predictions) == 12
+    reference = official_scores(load_mrc_examples(SAMPLE / "validation.json", require_answers=True), predictions)
+    assert metrics["exact_match"] == pytest.approx(reference["exact_match"], abs=1e-9)
+    assert metrics["f1"] == pytest.approx(reference["f1"], abs=1e-9)
+
+
 def test_ddp_classifier_trains_and_scores_like_one_process(tmp_path: Path) -> None:
     """The classifier's outputs are gathered across ranks (a tensor after the sync, not a list) and
     deduplicated: 25 validation examples leave rank 1 a padded duplicate."""
@@ -125,5 +141,5 @@ def test_ddp_classifier_trains_and_scores_like_one_process(tmp_path: Path) -> No
     one = read_json(one_dir / "metrics.json")
     for key in ("accuracy", "macro_f1", "auprc"):
         assert one[key] == pytest.approx(two[key], abs=1e-6), key
-    assert one["examples"] == two["examples"] == 25
+    assert one["examples"] == two["examples"] == two["examples_total"] == 25 and two["examples_missing"] == 0
     assert read_json(one_dir / "predictions.json") == read_json(two_dir / "predictions.json")

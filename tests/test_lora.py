@@ -79,6 +79,31 @@ def test_merged_export_gives_the_adapted_logits(lora_run: Path) -> None:
     assert torch.allclose(expected.end_logits, got.end_logits, atol=1e-5)
 
 
+def test_hf_export_merges_lora_or_keeps_the_adapter(lora_run: Path, tmp_path: Path) -> None:
+    """The fit's ``hf_model/`` is the merged model (the same tensors as ``merged/``); ``merge_lora=False`` writes
+    the base weights plus ``adapter/``, which peft puts back together into the adapted model's logits."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    from models.export import export_hf
+
+    metrics = read_json(lora_run / "metrics.json")
+    exported, merged = load_file(Path(metrics["hf_model"]) / "model.safetensors"), load_file(
+        Path(metrics["merged_model"]) / "model.safetensors")
+    assert exported.keys() == merged.keys() and all(torch.equal(exported[k], merged[k]) for k in merged)
+    assert read_json(Path(metrics["hf_model"]) / "export.json")["lora"] == "merged"
+    checkpoint = torch.load(metrics["best_checkpoint"], map_location="cpu", weights_only=True)
+    adapted = reader_from(lora_run, checkpoint["hyper_parameters"]["lora"])
+    adapted.load_state_dict(checkpoint["state_dict"])
+    export_hf(adapted, tmp_path / "unmerged", merge_lora=False)
+    base = AutoModelForQuestionAnswering.from_pretrained(tmp_path / "unmerged")
+    assert not any("lora" in name for name, _ in base.named_parameters())
+    rebuilt = PeftModel.from_pretrained(base, tmp_path / "unmerged" / "adapter").eval()
+    batch = adapted.tokenizer(["강의 길이는?"], ["그 강은 342킬로미터이다."], return_tensors="pt", return_token_type_ids=False)
+    with torch.no_grad():
+        assert torch.allclose(adapted.eval().encoder(**batch).start_logits, rebuilt(**batch).start_logits, atol=1e-5)
+
+
 def test_training_changes_adapters_and_head_only(lora_run: Path, tmp_path: Path) -> None:
     reader = reader_from(lora_run, lora_settings())
     before = {k: v.clone() for k, v in reader.encoder.state_dict().items()}

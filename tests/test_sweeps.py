@@ -144,3 +144,96 @@ def test_hydra_grid_multirun_one_dir_metrics_and_wandb_run_per_job(
     assert runs[0].run_id != runs[1].run_id  # each job finished its own W&B run
     assert runs[0].run_group == runs[1].run_group == str(sweep_dir)  # one dashboard group per sweep
     assert [r.display_name for r in runs] == ["fit-0", "fit-1"]
+
+
+def test_interrupted_trial_is_failed_and_retried_on_resume(tmp_path: Path) -> None:
+    """A trial left RUNNING by a killed sweep: the next start marks it FAIL and queues the same params again."""
+    from callbacks.optuna_sweep import OptunaStudy, counted, write_summary
+
+    sweeper = OptunaStudy(study_name="s", n_trials=3)
+    study, url = sweeper._create_study(tmp_path, ["+experiment=nli"])
+    space = {"lr": FloatDistribution(1e-4, 1e-2, log=True), "n": IntDistribution(1, 4)}
+    done = study.ask(space)
+    study.tell(done, 1.0)
+    killed = study.ask(space)  # the process died here: the trial stays RUNNING in SQLite
+    study, _ = sweeper._create_study(tmp_path, ["+experiment=nli"])
+    retry = study.ask(space)
+    assert retry.params == killed.params and retry.number == 2
+    summary = write_summary(study, tmp_path / "summary.json", "f1", url)
+    rows = summary["trials"]
+    assert [r["state"] for r in rows] == ["COMPLETE", "FAIL", "RUNNING"] and summary["interrupted"] == [1]
+    assert rows[1]["error"].startswith("interrupted") and (rows[1]["retried_by"], rows[2]["retry_of"]) == (2, 1)
+    assert counted(study.get_trials()) == 2  # the interrupted trial does not count towards n_trials
+    with pytest.raises(ValueError, match="hparams_search.study=<new name>"):  # another setting, same study: refused
+        sweeper._create_study(tmp_path, ["+experiment=re_focal"])
+
+
+def test_pruner_presets_and_stable_sweep_dir() -> None:
+    """hydra/sweeper/pruner=NAME picks a preset; the study dir has no time stamp, so the same command resumes."""
+    from hydra.utils import instantiate
+
+    from main import compose_config
+
+    cfg = compose_config(["hparams_search=optuna"], Path("unused"))
+    assert cfg.hparams_search == {"study": "default", "n_jobs": 1}
+    for name, cls in (("median", optuna.pruners.MedianPruner), ("successive_halving", optuna.pruners.SuccessiveHalvingPruner),
+                      ("hyperband", optuna.pruners.HyperbandPruner), ("none", optuna.pruners.NopPruner)):  # fmt: skip
+        from hydra import compose, initialize_config_dir
+        from hydra.core.global_hydra import GlobalHydra
+
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(Path(__file__).parents[1] / "conf"), version_base="1.3"):
+            full = compose("config", overrides=["hparams_search=optuna", f"hydra/sweeper/pruner={name}",
+                                                "+experiment=nli", "hparams_search.n_jobs=2"], return_hydra_config=True)
+        assert isinstance(instantiate(full.hydra.sweeper.pruner), cls)
+        assert full.hydra.sweep.dir == "multirun/nli/optuna/default" and full.hydra.sweeper.n_jobs == 2
+
+
+def test_optuna_study_pruned_interrupted_and_resumed_in_parallel(tmp_path: Path, cache: Path) -> None:
+    """4 trials: trial 1 answers nothing (max_answer_length 0) and is pruned at its first validation; Ctrl-C during
+    trial 2; the same command resumes: trial 2 runs again (as 3) beside a new trial 4, in 2 worker processes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    sweep_dir = tmp_path / "sweep"
+    command = [
+        "hparams_search=optuna", "~hydra.sweeper.params", "model.max_answer_length=choice(0,30)",
+        "model.optimizer.lr=tag(log,interval(1e-3,5e-3))", "model.n_best_size=tag(int,interval(5,20))",
+        "hydra.sweeper.n_trials=4", "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner",
+        "~hydra.sweeper.pruner.n_startup_trials", "hydra.sweeper.pruner.n_warmup_steps=0",
+        "+hydra.sweeper.pruner.lower=1e-9", "hydra.sweeper.enqueue_trials=[{model.max_answer_length:30},"
+        "{model.max_answer_length:0},{model.max_answer_length:30}]", *TINY_RUN, "datamodule.max_train_examples=24",
+        "callbacks.progress_bar=null", "callbacks.model_summary=null",
+    ]
+    args = [sys.executable, str(ROOT / "main.py"), *command, f"hydra.sweep.dir={sweep_dir}", f"paths.cache_dir={cache}"]
+    env = {**os.environ, "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false"}
+    sweep = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while not (sweep_dir / "2" / ".hydra").exists() and sweep.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    sweep.send_signal(signal.SIGINT)  # Ctrl-C while trial 2 runs
+    output, _ = sweep.communicate(timeout=300)
+    assert sweep.returncode != 0, output[-3000:]
+    first = read_json(sweep_dir / "sweep_summary.json")
+    assert [t["state"] for t in first["trials"]] == ["COMPLETE", "PRUNED", "FAIL", "WAITING"], output[-3000:]
+
+    run_sweep(*command, "hparams_search.n_jobs=2", sweep_dir=sweep_dir, cache_dir=cache)  # the same command again
+    summary = read_json(sweep_dir / "sweep_summary.json")
+    trials = summary["trials"]
+    assert [t["state"] for t in trials][:4] == ["COMPLETE", "PRUNED", "FAIL", "COMPLETE"]
+    assert trials[4]["state"] in ("COMPLETE", "PRUNED") and len(trials) == 5
+    assert trials[1]["error"].startswith("pruned: val_f1=0.0000") and trials[1]["params"]["model.max_answer_length"] == 0
+    assert trials[2]["error"].startswith("interrupted") and summary["interrupted"] == [2]
+    assert (trials[3]["retry_of"], trials[3]["params"]) == (2, trials[2]["params"])  # retried, same parameters
+    assert summary["states"] == {"COMPLETE": 2 + (trials[4]["state"] == "COMPLETE"), "PRUNED": 1 + (trials[4]["state"] == "PRUNED"), "FAIL": 1}
+    for trial in (trials[0], trials[3]):
+        assert trial["value"] == read_json(sweep_dir / str(trial["number"]) / "metrics.json")["f1"] > 0
+    # trials 3 and 4 ran at the same time (two processes sharing the SQLite study)
+    assert trials[3]["started"] < trials[4]["finished"] and trials[4]["started"] < trials[3]["finished"]
+    study = optuna.load_study(study_name=summary["study_name"], storage=summary["storage"])
+    assert [t.state.name for t in study.trials] == [t["state"] for t in trials]

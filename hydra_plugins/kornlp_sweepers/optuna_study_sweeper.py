@@ -25,6 +25,8 @@ DEFAULTS: dict[str, Any] = {
     "params": {},
     # parameter sets to run first (a fresh study only)
     "enqueue_trials": [],
+    # worker processes running trials at the same time (-1: one per GPU, or per CPU core without GPUs)
+    "n_jobs": 1,
 }
 ConfigStore.instance().store(group="hydra/sweeper", name="optuna_study", node=DEFAULTS, provider="kornlp")
 
