@@ -1,4 +1,4 @@
-"""Unlabelled text for masked-LM training (task-adaptive pre-training, TAPT).
+"""Unlabelled text for masked-LM training (task-adaptive pre-training, TAPT), or causal-LM training (``mlm: false``).
 
 Every string stored under ``fields`` (contexts and questions by default; answers are never read) in
 ``train_file`` and ``files`` is de-duplicated, cut into ``max_seq_length`` windows and masked on the fly
@@ -97,6 +97,7 @@ class MLMTextDataModule(LightningDataModule):
         max_train_examples: int | None = None,
         max_eval_examples: int | None = None,
         seed: int = 42,
+        mlm: bool = True,
     ) -> None:
         super().__init__()
         if not 0.0 < validation_ratio < 1.0:
@@ -104,6 +105,8 @@ class MLMTextDataModule(LightningDataModule):
                 f"datamodule.validation_ratio={validation_ratio}: hold out a share of the texts for perplexity "
                 "(0 < validation_ratio < 1, e.g. 0.05)."
             )
+        if whole_word_mask and not mlm:
+            raise ValueError("datamodule.whole_word_mask=true masks words for a masked LM: it needs datamodule.mlm=true.")
         if whole_word_mask and not getattr(tokenizer, "is_fast", False):
             raise ValueError("datamodule.whole_word_mask=true needs a fast tokenizer (it reads word offsets).")
         self.tokenizer = tokenizer
@@ -120,7 +123,8 @@ class MLMTextDataModule(LightningDataModule):
         self.max_train_examples = max_train_examples
         self.max_eval_examples = max_eval_examples
         self.seed = seed
-        masking = {"mlm_probability": mlm_probability, "whole_word_mask": whole_word_mask}
+        # mlm=false: next-token labels (the windows themselves) for a causal LM (model=generator's pre-training)
+        masking = {"mlm": mlm, "mlm_probability": mlm_probability, "whole_word_mask": whole_word_mask}
         if whole_word_mask:  # transformers masks whole words with [MASK] only (no random replacement)
             masking.update(mask_replace_prob=1.0, random_replace_prob=0.0)
         self.collator = MaskingCollator(

@@ -129,19 +129,41 @@ def train_tokenizer(
     limit_alphabet: int = 4000,
     lowercase: bool = False,
     model_max_length: int = 512,
+    pre_tokenizer: str = "bert",
+    initial_alphabet: str = "",
 ) -> PreTrainedTokenizerFast:
     """Train a BERT-style subword tokenizer with HF ``tokenizers`` and wrap it as a fast tokenizer.
 
     ``limit_alphabet`` is large on purpose: Korean has thousands of syllables and WordPiece's
     default of 1,000 would turn rare syllables (and so whole words) into ``[UNK]``.
+    ``pre_tokenizer: metaspace`` (BPE only) marks word starts with ``▁`` as SentencePiece (KoGPT2, KoBART) does,
+    so decoding gives back the exact spacing: what a generator's output text needs. ``bert`` splits off
+    punctuation, and its decoder cannot tell ``30 %`` from ``30%``. ``initial_alphabet``: characters kept in
+    the vocabulary even if the training text lacks them (a prompt template's newline and colon).
     """
-    if algorithm == "wordpiece":
-        model = models.WordPiece(unk_token=SPECIAL_TOKENS["unk_token"])
-        trainer: Any = trainers.WordPieceTrainer(
+    alphabet = {"initial_alphabet": list(dict.fromkeys(initial_alphabet))} if initial_alphabet else {}
+    if pre_tokenizer not in ("bert", "metaspace"):
+        raise ValueError(f"backbone.tokenizer.pre_tokenizer={pre_tokenizer!r}: use 'bert' or 'metaspace'")
+    if pre_tokenizer == "metaspace" and algorithm != "bpe":
+        raise ValueError("backbone.tokenizer.pre_tokenizer=metaspace needs backbone.tokenizer.algorithm=bpe")
+    if pre_tokenizer == "metaspace":
+        model = models.BPE(unk_token=SPECIAL_TOKENS["unk_token"])
+        trainer: Any = trainers.BpeTrainer(
             vocab_size=vocab_size,
             min_frequency=min_frequency,
             limit_alphabet=limit_alphabet,
             special_tokens=list(SPECIAL_TOKENS.values()),
+            **alphabet,
+        )
+        decoder: Any = decoders.Metaspace()
+    elif algorithm == "wordpiece":
+        model = models.WordPiece(unk_token=SPECIAL_TOKENS["unk_token"])
+        trainer = trainers.WordPieceTrainer(
+            vocab_size=vocab_size,
+            min_frequency=min_frequency,
+            limit_alphabet=limit_alphabet,
+            special_tokens=list(SPECIAL_TOKENS.values()),
+            **alphabet,
         )
         decoder = decoders.WordPiece()
     elif algorithm == "bpe":
@@ -152,6 +174,7 @@ def train_tokenizer(
             limit_alphabet=limit_alphabet,
             continuing_subword_prefix="##",
             special_tokens=list(SPECIAL_TOKENS.values()),
+            **alphabet,
         )
         decoder = decoders.WordPiece()
     else:
@@ -160,7 +183,9 @@ def train_tokenizer(
     tokenizer = Tokenizer(model)
     steps = [normalizers.NFC()] + ([normalizers.Lowercase()] if lowercase else [])
     tokenizer.normalizer = normalizers.Sequence(steps)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.pre_tokenizer = (
+        pre_tokenizers.Metaspace() if pre_tokenizer == "metaspace" else pre_tokenizers.BertPreTokenizer()
+    )
     tokenizer.decoder = decoder
     tokenizer.train_from_iterator(texts, trainer=trainer)
     if algorithm == "wordpiece":
@@ -257,6 +282,13 @@ def tiny_backbone(
         eos_token_id=tok.sep_token_id,
         **dict(config),
     )
+    # A generator (model=generator) starts and ends sequences with the tokenizer's bos/eos: the same [CLS]/[SEP]
+    # the config names above. An encoder-decoder starts decoding at eos, as BART does (labels are [CLS] ... [SEP]).
+    tok.bos_token, tok.eos_token = SPECIAL_TOKENS["cls_token"], SPECIAL_TOKENS["sep_token"]
+    if model_config.is_encoder_decoder:
+        for key in ("decoder_start_token_id", "forced_eos_token_id"):
+            if key not in config:
+                setattr(model_config, key, tok.sep_token_id)
     return Backbone(tokenizer=tok, config=model_config, weights=None, source="tiny", extra={"unk_rate": unk})
 
 

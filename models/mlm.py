@@ -13,15 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch import Callback, LightningModule
+from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from torchmetrics import MeanMetric, SumMetric
 from transformers import AutoModelForMaskedLM
 
 from models.backbone import Backbone
 from models.encoder import build_encoder
-from models.lora import check_checkpoint, count_parameters, export_pretrained, lora_enabled
-from models.optim import optimization
+from models.hf_module import EncoderModule
+from models.lora import count_parameters, export_pretrained, lora_enabled
 from models.safe_loading import record_backbone
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "labels")
@@ -61,7 +61,7 @@ def retarget_callbacks(callbacks: Sequence[Callback], monitor: Mapping[str, Any]
     return out
 
 
-class MaskedLanguageModel(LightningModule):
+class MaskedLanguageModel(EncoderModule):
     """MLM loss on dynamically masked windows; validation reports the held-out loss and its perplexity."""
 
     def __init__(
@@ -103,16 +103,8 @@ class MaskedLanguageModel(LightningModule):
         self.val_loss.reset()
         self.val_windows.reset()
 
-    def configure_optimizers(self) -> Any:
-        return optimization(
-            self.encoder, self.hparams.optimizer, self.hparams.scheduler, self.trainer.estimated_stepping_batches
-        )
-
     def configure_callbacks(self) -> list[Callback]:
         return retarget_callbacks(self.trainer.callbacks, self.hparams.monitor)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        check_checkpoint(checkpoint, self.hparams.get("lora"))
 
     def export_artifacts(self, output_dir: Path) -> dict[str, Any]:
         """``<run>/mlm_backbone/``: the encoder (LoRA merged in) + tokenizer, from the weights held now."""

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch import LightningModule
 from transformers import AutoModelForQuestionAnswering
 
 from models.backbone import Backbone
 from models.encoder import build_encoder
 from models.eval_coverage import log_coverage, window_coverage
-from models.lora import check_checkpoint, export_lora, lora_enabled
-from models.optim import optimization
+from models.hf_module import EncoderModule
 from models.qa_metrics import SquadScores
 from models.qa_postprocess import decode_predictions, topk_candidates
 from models.safe_loading import record_backbone
@@ -24,7 +21,7 @@ from models.span_candidates import SpanCandidates
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-class ExtractiveReader(LightningModule):
+class ExtractiveReader(EncoderModule):  # optimiser, LoRA checks and exports: models/hf_module.py
     """Trains start/end logits; validation decodes every window of an example back to context text.
 
     The eval examples and their offsets live in the datamodule (``trainer.datamodule.eval_set``):
@@ -70,6 +67,22 @@ class ExtractiveReader(LightningModule):
         loss = self(batch).loss
         self.log("train_loss", loss, prog_bar=True, batch_size=batch["input_ids"].size(0))
         return loss
+
+    def per_sample_loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Each feature's span loss, as the HF head computes it for the feature alone (mean of the start and
+        end cross-entropies): a teacher's difficulty score (``curriculum.difficulty=loss``). Padding positions
+        are masked out, which the HF head does not do, so the score does not depend on the batch's padding."""
+        output = self({key: value for key, value in batch.items() if not key.endswith("_positions")})
+        ignored = output.start_logits.size(1)
+        padding = batch["attention_mask"] == 0
+        losses = [
+            torch.nn.functional.cross_entropy(
+                logits.float().masked_fill(padding, torch.finfo(torch.float32).min), batch[key].clamp(0, ignored),
+                ignore_index=ignored, reduction="none",
+            )
+            for logits, key in ((output.start_logits, "start_positions"), (output.end_logits, "end_positions"))
+        ]
+        return (losses[0] + losses[1]) / 2
 
     def _collect(self, batch: Mapping[str, torch.Tensor]) -> None:
         output = self(batch)
@@ -138,22 +151,3 @@ class ExtractiveReader(LightningModule):
 
     def on_predict_epoch_end(self) -> None:
         self.last_predictions, self.last_nbest = self._decode("test")
-
-    # ------------------------------------------------------------------ optimisation
-
-    def configure_optimizers(self) -> Any:
-        return optimization(
-            self.encoder, self.hparams.optimizer, self.hparams.scheduler, self.trainer.estimated_stepping_batches
-        )
-
-    # ------------------------------------------------------------------ checkpoints and exports
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        check_checkpoint(checkpoint, self.hparams.get("lora"))
-
-    def export_artifacts(self, output_dir: Path) -> dict[str, Any]:
-        """With LoRA: the adapters (``adapter/``) and the merged model (``merged/``) of the current weights."""
-        lora = self.hparams.get("lora")
-        if not lora_enabled(lora):
-            return {}
-        return export_lora(self.encoder, self.tokenizer, lora, Path(output_dir))
