@@ -332,14 +332,17 @@ def task_predict(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
 
 
 def task_score(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
-    """EM/F1 of a predictions file against gold, exactly as the official KorQuAD 1.0 script.
+    """EM/F1 of a predictions file against gold: ``metric=korquad`` (the official KorQuAD 1.0 script), ``klue_mrc``
+    (EM, ROUGE-W) or ``squad`` (HF SQuAD token F1); see models/mrc_metrics.py.
 
     Both files are checked before the scorer (and torch, which it imports) loads: a wrong file fails in a second.
     """
     import unicodedata
 
-    from datamodules.mrc_formats import load_mrc_examples, to_squad_json
+    from datamodules.mrc_formats import load_mrc_examples
+    from models.mrc_metrics import check_metric
 
+    check_metric(str(cfg.get("metric") or "korquad"))
     pred_path = Path(require(cfg, "predictions", "a JSON file {question id: answer text}"))
     gold_path = require(cfg, "datamodule.validation_file", "the gold file to score against")
     if not pred_path.exists():
@@ -369,17 +372,25 @@ def task_score(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         )
     if normalize:  # the gold texts were normalised; predictions made from the stored text must be too
         predictions = {qid: unicodedata.normalize(normalize, text) for qid, text in predictions.items()}
-    from models.qa_metrics import evaluate
+    scores = mrc_scores(cfg, examples, predictions, gold_path, cfg.datamodule.get("validation_split"))
+    return {**scores, "predictions_file": str(pred_path)}
 
-    scores = evaluate(to_squad_json(examples)["data"], predictions)
-    return {**scores, "examples": len(examples), "predictions_file": str(pred_path)}
+
+def mrc_scores(
+    cfg: DictConfig, examples: list[Any], predictions: dict[str, str], gold_path: Any, split: str | None
+) -> dict[str, Any]:
+    """``metric=`` (korquad | klue_mrc | squad) scores on ``examples``, per ``question_type`` when the gold has it."""
+    from models.mrc_metrics import score_against
+
+    return score_against(examples, predictions, str(cfg.get("metric") or "korquad"), gold_path, split)
 
 
 def task_ensemble(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
-    """Soft-vote the class probabilities of several classifier runs (run dirs or a sweep dir) into predictions.json."""
+    """Vote several classifier runs (soft: class probabilities) or reader runs (hard or soft: answers, n-best
+    spans) from run dirs or a sweep dir into predictions.json; the kind is read from the runs' outputs."""
     from models.ensemble import run_ensemble
 
-    return run_ensemble(OmegaConf.to_container(cfg.ensemble, resolve=True), output_dir)
+    return run_ensemble(OmegaConf.to_container(cfg.ensemble, resolve=True), output_dir, str(cfg.get("metric") or "korquad"))
 
 
 def task_retrieve(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
@@ -395,13 +406,24 @@ def task_retrieve(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
 
 
 def task_odqa(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
-    """Retrieve ``retriever.top_k`` passages per question, read them all, keep the best-scoring span."""
-    from datamodules.mrc_formats import load_mrc_examples, to_squad_json
-    from models.qa_metrics import evaluate
+    """Retrieve ``retriever.top_k`` passages per question and read them: one by one (``odqa.mode=separate``,
+    the best span by reader score + ``odqa.retriever_weight`` x retriever score) or joined (``concat``)."""
+    from datamodules.mrc_formats import load_mrc_examples
+    from models.mrc_metrics import check_metric
     from retrievals.corpus import gold_passage_ids, load_queries
-    from retrievals.odqa import choose_answers, passage_examples
+    from retrievals.odqa import (
+        MODES,
+        choose_answers,
+        concatenated_answers,
+        concatenated_examples,
+        passage_examples,
+    )
     from retrievals.task import prepare_retriever, retrieve_passages
 
+    mode = str(cfg.odqa.get("mode", "separate"))
+    if mode not in MODES:
+        raise ValueError(f"odqa.mode={mode!r} is unknown: choose one of {', '.join(MODES)}.")
+    check_metric(str(cfg.get("metric") or "korquad"))
     ckpt = checkpoint_arg(cfg, "the reader checkpoint (a fit run's checkpoints/last.ckpt)")
     split_key = "test" if cfg.datamodule.get("test_file") else "validation"
     questions_file = require(cfg, f"datamodule.{split_key}_file", "the questions to answer")
@@ -423,17 +445,24 @@ def task_odqa(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     retrieved = retrieve_passages(retriever, passages, queries, top_k)
     run = build_run(cfg)
     verify_checkpoint(ckpt, run)
-    run["datamodule"].provide_examples("test", passage_examples(queries, retrieved))
+    joiner = str(cfg.odqa.get("joiner", " "))
+    examples = (
+        concatenated_examples(queries, retrieved, joiner) if mode == "concat" else passage_examples(queries, retrieved)
+    )
+    run["datamodule"].provide_examples("test", examples)
     run["trainer"].predict(
         run["model"], datamodule=run["datamodule"], ckpt_path=ckpt, return_predictions=False, weights_only=True
     )
-    predictions, nbest = choose_answers(
-        queries,
-        retrieved,
-        run["model"].last_nbest,
-        retriever_weight=float(cfg.odqa.retriever_weight),
-        n_best_size=int(cfg.model.n_best_size),
-    )
+    if mode == "concat":
+        predictions, nbest = concatenated_answers(queries, retrieved, run["model"].last_nbest, joiner)
+    else:
+        predictions, nbest = choose_answers(
+            queries,
+            retrieved,
+            run["model"].last_nbest,
+            retriever_weight=float(cfg.odqa.retriever_weight),
+            n_best_size=int(cfg.model.n_best_size),
+        )
     write_json(output_dir / "predictions.json", predictions)
     write_json(output_dir / "nbest_predictions.json", nbest)
     write_json(
@@ -444,12 +473,14 @@ def task_odqa(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         "questions": len(queries),
         "passages_per_question": top_k,
         "retriever": retriever.kind,
+        "mode": mode,
+        "retriever_weight": float(cfg.odqa.retriever_weight) if mode == "separate" else None,
         "index_seconds": info.get("index_seconds", info.get("index_load_seconds")),
         "checkpoint": str(ckpt),
     }
     gold = load_mrc_examples(questions_file, require_answers=False, split=split)
     if gold and all(ex["answers"] for ex in gold):
-        metrics.update(evaluate(to_squad_json(gold)["data"], predictions))
+        metrics.update(mrc_scores(cfg, gold, predictions, questions_file, split))
         gold_passages = gold_passage_ids(queries, passages)
         hit = sum(any(p.id in gold_passages.get(q, ()) for p, _ in hits) for q, hits in retrieved.items())
         metrics[f"retrieval_recall@{top_k}"] = hit / max(len(retrieved), 1)

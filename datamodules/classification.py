@@ -27,7 +27,7 @@ from transformers import DataCollatorWithPadding
 from datamodules.augment import AUGMENT_METHODS, augment_text
 from datamodules.errors import DataFormatError
 from datamodules.files import write_json
-from datamodules.kfold import fold_assignment, fold_report
+from datamodules.kfold import fold_assignment, fold_report, warn_leaks
 from datamodules.mrc import FeatureTable
 from datamodules.samplers import SeededShuffleSampler
 
@@ -276,6 +276,7 @@ class ClassificationDataModule(LightningDataModule):
         n_folds: int | None = None,
         fold: int = 0,
         fold_seed: int = 42,
+        fold_group: str | None = None,
         augment: Mapping[str, Any] | None = None,
         seed: int = 0,
         output_dir: str | None = None,
@@ -300,6 +301,8 @@ class ClassificationDataModule(LightningDataModule):
         self.n_folds = n_folds
         self.fold = fold
         self.fold_seed = fold_seed
+        self.fold_group = fold_group
+        self.groups: dict[str, str] = {}  # training id -> its fold_group value
         self.augment = dict(augment or {})
         self.seed = seed
         self.output_dir = Path(output_dir) if output_dir else None
@@ -321,6 +324,8 @@ class ClassificationDataModule(LightningDataModule):
 
     def _check_folds(self) -> None:
         if self.n_folds is None:
+            if self.fold_group:
+                raise ValueError("datamodule.fold_group groups the K-fold split: set datamodule.n_folds too.")
             return
         if not isinstance(self.n_folds, int) or self.n_folds < 2:
             raise ValueError(f"datamodule.n_folds={self.n_folds!r}: give an integer >= 2 (or null for no K-fold).")
@@ -356,6 +361,8 @@ class ClassificationDataModule(LightningDataModule):
             class_feature = nested_feature(features, self.label_field)
             class_names = list(class_feature.names) if hasattr(class_feature, "names") else None
             examples = [self.make_example(row, i, Path(path), labels, class_names) for i, row in enumerate(rows)]
+            if split == "train" and self.fold_group:
+                self.groups.update(self.group_values(rows, examples, Path(path)))
             seen: dict[str, int] = {}
             for i, ex in enumerate(examples):
                 if ex["id"] in seen:
@@ -364,6 +371,18 @@ class ClassificationDataModule(LightningDataModule):
                 seen[ex["id"]] = i
             self._cache[key] = examples
         return self._cache[key]
+
+    def group_values(self, rows: Sequence[Mapping[str, Any]], examples: Sequence[ClassificationExample],
+                     src: Path) -> dict[str, str]:
+        """Each training record's ``fold_group`` value (any field, dotted paths too), as text."""
+        out = {}
+        for row, ex in zip(rows, examples, strict=True):
+            value = lookup(row, self.fold_group)
+            if value is MISSING or value is None:
+                raise DataFormatError(src, ex["id"], f"no datamodule.fold_group field {self.fold_group!r} "
+                                      f"(its keys: {sorted(row)[:10]})", "set fold_group to a key every record has")
+            out[ex["id"]] = value if isinstance(value, str) else json.dumps(value, sort_keys=True, ensure_ascii=False)
+        return out
 
     def record_id(self, row: Mapping[str, Any], index: int, src: Path) -> str:
         if self.id_field is None:
@@ -426,7 +445,10 @@ class ClassificationDataModule(LightningDataModule):
         self.check_labels(train, "train")
         if self.n_folds is None:
             return train, self.validation_examples()
-        folds = fold_assignment([ex["label"] for ex in train], self.n_folds, self.fold_seed)
+        groups = [self.groups[ex["id"]] for ex in train] if self.fold_group else None
+        folds = fold_assignment([ex["label"] for ex in train], self.n_folds, self.fold_seed, groups)
+        if groups is None:
+            warn_leaks([tuple(ex["texts"]) for ex in train], folds, self.fold, "text", "the RE sentence")
         self.fold_ids = {ex["id"]: k for ex, k in zip(train, folds, strict=True)}
         held_out = [ex for ex, k in zip(train, folds, strict=True) if k == self.fold]
         rest = [ex for ex, k in zip(train, folds, strict=True) if k != self.fold]

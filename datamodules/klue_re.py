@@ -9,7 +9,8 @@ the text (Zhou & Chen 2021, "An Improved Baseline for Sentence-level Relation Ex
 * ``entity_marker``: ``<subj>비틀즈</subj>``, ``<obj>조지 해리슨</obj>`` (four new special tokens);
 * ``typed_entity_marker``: ``<S:ORG>비틀즈</S:ORG>``, ``<O:PER>...</O:PER>`` (four tokens per entity type);
 * ``typed_entity_marker_punct``: ``@*단체*비틀즈@``, ``#^사람^조지 해리슨#`` (existing punctuation; the type
-  is written with ``type_names``).
+  is written in ``type_words``' language, ``사람`` or ``person``, or as its code, with ``type_names`` over it;
+  ``punct_markers`` sets the characters, e.g. ``&`` for ``#``, which a WordPiece vocabulary also uses in ``##``).
 
 Markers go in with no spaces, as in KLUE's baseline. A particle glued to the entity (``비틀즈@가``) would
 then start a new word; ``fix_particles`` gives it its word-continuation piece (``##가``) when the
@@ -37,6 +38,7 @@ from datamodules.classification import (
     lookup,
 )
 from datamodules.errors import DataFormatError
+from datamodules.files import write_json
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,7 @@ MARKINGS = ("none", "entity_marker", "typed_entity_marker", "typed_entity_marker
 POOLINGS = ("cls", "entity")
 ENTITY_KEYS = ("word", "start_idx", "end_idx", "type")
 KLUE_TYPES = ("PER", "ORG", "LOC", "DAT", "POH", "NOH")
-PUNCT_MARKERS = {"subject": ("@", "*"), "object": ("#", "^")}
+PUNCT_MARKERS = {"subject": ("@", "*"), "object": ("#", "^")}  # Zhou & Chen's, when the config gives none
 
 
 def parse_entity(value: Any, src: Path, record: str, field: str) -> dict[str, Any]:
@@ -87,6 +89,9 @@ class KlueREDataModule(ClassificationDataModule):
         entity_query: bool = False,
         entity_types: Sequence[str] = KLUE_TYPES,
         type_names: Mapping[str, str] | None = None,
+        type_words: str | None = None,
+        type_word_sets: Mapping[str, Mapping[str, str]] | None = None,
+        punct_markers: Mapping[str, Sequence[str]] | None = None,
         fix_particles: bool = True,
         pooling: str = "cls",
         no_relation_label: str | None = "no_relation",
@@ -101,7 +106,8 @@ class KlueREDataModule(ClassificationDataModule):
         self.marking = marking
         self.entity_query = entity_query
         self.entity_types = list(entity_types)
-        self.type_names = dict(type_names or {})
+        self.type_names = self.resolve_type_names(type_names, type_words, type_word_sets)
+        self.punct_markers = self.resolve_punct_markers(punct_markers)
         self.fix_particles = fix_particles
         self.pooling = pooling
         self.no_relation_label = no_relation_label
@@ -111,6 +117,30 @@ class KlueREDataModule(ClassificationDataModule):
             log.warning("datamodule.no_relation_label=%r is not a class: micro_f1 then counts every class",
                         no_relation_label)
         self.continuation = self._add_marker_tokens()
+        self._type_table: dict[str, list[str]] | None = None
+
+    @staticmethod
+    def resolve_type_names(type_names: Mapping[str, str] | None, type_words: str | None,
+                           type_word_sets: Mapping[str, Mapping[str, str]] | None) -> dict[str, str]:
+        """The word of each type code: ``type_word_sets[type_words]`` (``code``: the codes themselves), then
+        ``type_names`` over it."""
+        sets = dict(type_word_sets or {})
+        if type_words not in (None, "code") and type_words not in sets:
+            raise ValueError(f"datamodule.type_words={type_words!r} is unknown: choose code or one of "
+                             f"{', '.join(sets) or '(none: datamodule.type_word_sets is empty)'}.")
+        base = dict(sets[type_words]) if type_words not in (None, "code") else {}
+        return {**base, **dict(type_names or {})}
+
+    @staticmethod
+    def resolve_punct_markers(markers: Mapping[str, Sequence[str]] | None) -> dict[str, tuple[str, str]]:
+        """``{subject: [outer, inner], object: [outer, inner]}``: four distinct non-empty marker strings."""
+        out = {role: tuple(str(c) for c in (markers or {}).get(role, PUNCT_MARKERS[role])) for role in PUNCT_MARKERS}
+        chars = [c for pair in out.values() for c in pair]
+        if any(len(pair) != 2 for pair in out.values()) or "" in chars or len(set(chars)) != 4:
+            raise ValueError(f"datamodule.punct_markers={markers}: give subject: [outer, inner] and object: "
+                             "[outer, inner], four different non-empty strings (e.g. subject: ['@', '*'], "
+                             "object: ['&', '^']).")
+        return out  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ records
 
@@ -156,7 +186,7 @@ class KlueREDataModule(ClassificationDataModule):
             tag = "S" if role == "subject" else "O"
             return f"<{tag}:{code}>", f"</{tag}:{code}>"
         if self.marking == "typed_entity_marker_punct":
-            outer, inner = PUNCT_MARKERS[role]
+            outer, inner = self.punct_markers[role]
             return f"{outer}{inner}{self.type_names.get(code, code)}{inner}", outer
         return "", ""
 
@@ -172,7 +202,7 @@ class KlueREDataModule(ClassificationDataModule):
             self.tokenizer.add_tokens(special, special_tokens=True)
         if self.marking == "typed_entity_marker_punct":  # a tokenizer trained on plain sentences may lack "@*#^"
             unk = self.tokenizer.unk_token_id
-            chars = [c for pair in PUNCT_MARKERS.values() for c in pair]
+            chars = [c for pair in self.punct_markers.values() for c in pair]
             missing = [c for c in chars if unk in self.tokenizer(c, add_special_tokens=False)["input_ids"]]
             if missing:
                 self.tokenizer.add_tokens(missing)
@@ -245,3 +275,44 @@ class KlueREDataModule(ClassificationDataModule):
 
     def feature_keys(self) -> tuple[str, ...]:
         return (*FEATURE_KEYS, "subject_index", "object_index")
+
+    # ------------------------------------------------------------------ entity-type constraint
+
+    @staticmethod
+    def type_pair(example: ClassificationExample) -> str:
+        """``SUBJECT_TYPE|OBJECT_TYPE`` of an example, the key of the constraint table."""
+        types = {e["role"]: e["type"] for e in example["entities"]}
+        return f"{types.get('subject')}|{types.get('object')}"
+
+    def type_constraints(self) -> dict[str, list[str]]:
+        """Relations seen in training for each (subject type, object type) pair (K-fold: the training folds only);
+        written to ``type_constraints.json`` in the run dir."""
+        if self._type_table is None:
+            if not self.files["train"]:
+                raise ValueError("model.type_constraint learns which relations each entity-type pair allows from "
+                                 "datamodule.train_file: set it (the training file of the checkpoint).")
+            table: dict[str, set[str]] = {}
+            for ex in self.train_and_validation()[0] if self.n_folds is not None else self.load("train", "all"):
+                table.setdefault(self.type_pair(ex), set()).add(str(ex["label"]))
+            self._type_table = {pair: sorted(labels) for pair, labels in sorted(table.items())}
+            log.info("type constraint: %d entity-type pairs seen in training", len(self._type_table))
+            if self.output_dir is not None and (self.trainer is None or self.trainer.is_global_zero):
+                write_json(self.output_dir / "type_constraints.json", self._type_table)
+        return self._type_table
+
+    def allowed_labels(self, split: str) -> list[list[bool]]:
+        """Per example of ``split``, per class: whether training saw that relation for its entity-type pair.
+
+        ``no_relation`` is always allowed, and so is every class for a type pair training never saw (no evidence
+        either way).
+        """
+        table = self.type_constraints()
+        rows = []
+        for ex in self.eval_examples(split):
+            seen = table.get(self.type_pair(ex))
+            if seen is None:
+                rows.append([True] * len(self.labels))
+                continue
+            allowed = {*seen, self.no_relation_label}
+            rows.append([name in allowed for name in self.labels])
+        return rows

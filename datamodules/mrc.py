@@ -12,6 +12,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from datamodules.errors import DataFormatError
+from datamodules.kfold import fold_assignment, warn_leaks
 from datamodules.mrc_features import (
     DataCollatorForQA,
     WindowTooSmallError,
@@ -24,6 +25,7 @@ from datamodules.samplers import CurriculumSampler, SeededShuffleSampler
 
 log = logging.getLogger(__name__)
 
+FOLD_GROUPS = (None, "document_id", "context", "title")
 DIFFICULTY_KEYS = {
     "context_length": lambda ex: len(ex["context"]),
     "question_length": lambda ex: len(ex["question"]),
@@ -95,6 +97,10 @@ class MRCDataModule(LightningDataModule):
         cache_dir: str | None = None,
         max_train_examples: int | None = None,
         max_eval_examples: int | None = None,
+        n_folds: int | None = None,
+        fold: int = 0,
+        fold_seed: int = 42,
+        fold_group: str | None = None,
     ) -> None:
         super().__init__()
         self.tokenizer = tokenizer
@@ -119,6 +125,12 @@ class MRCDataModule(LightningDataModule):
         self.train_difficulty: list[float] = []
         self._eval_sets: dict[str, EvalSet] = {}
         self._given: dict[str, list[MRCExample]] = {}
+        if n_folds is not None and (not isinstance(n_folds, int) or n_folds < 2 or not 0 <= fold < n_folds):
+            raise ValueError(f"datamodule.n_folds={n_folds!r}, fold={fold!r}: give n_folds >= 2 and 0 <= fold < n_folds.")
+        if fold_group not in FOLD_GROUPS:
+            raise ValueError(f"datamodule.fold_group={fold_group!r}: choose one of {', '.join(map(str, FOLD_GROUPS))}.")
+        self.folds = {"n_folds": n_folds, "fold": fold, "fold_seed": fold_seed, "fold_group": fold_group}
+        self._fold_split: dict[str, list[MRCExample]] | None = None
 
     # ------------------------------------------------------------------ loading
 
@@ -127,9 +139,44 @@ class MRCDataModule(LightningDataModule):
         self._given[split] = list(examples)
         self._eval_sets.pop(split, None)
 
+    def fold_examples(self) -> dict[str, list[MRCExample]]:
+        """K-fold (``n_folds``): fold ``fold`` of the training file validates, the others train.
+
+        ``fold_group`` (``document_id``, ``context`` or ``title``) keeps the questions of one passage in one fold;
+        without it questions are split one by one, and a warning says how many held-out passages training saw.
+        """
+        if self._fold_split is None:
+            path, settings = self.files["train"], self.folds
+            if not path:
+                raise ValueError("datamodule.n_folds splits datamodule.train_file: give the training file.")
+            examples = load_mrc_examples(path, require_answers=True, split=self.splits["train"],
+                                         normalize=self.normalize)
+            key = settings["fold_group"]
+            groups = None
+            if key:
+                missing = next((ex for ex in examples if ex[key] is None), None)
+                if missing is not None:
+                    raise DataFormatError(path, missing["id"], f"has no {key} to group the folds by",
+                                          "set datamodule.fold_group=context (or title)")
+                groups = [str(ex[key]) for ex in examples]
+            folds = fold_assignment(["question"] * len(examples), settings["n_folds"], settings["fold_seed"], groups)
+            if groups is None:
+                warn_leaks([ex["context"] for ex in examples], folds, settings["fold"], "passage",
+                           "document_id or context")
+            held = [ex for ex, k in zip(examples, folds, strict=True) if k == settings["fold"]]
+            rest = [ex for ex, k in zip(examples, folds, strict=True) if k != settings["fold"]]
+            log.info("fold %d of %d: %d training, %d held-out questions", settings["fold"], settings["n_folds"],
+                     len(rest), len(held))
+            self._fold_split = {"train": rest, "validation": held}
+        return self._fold_split
+
     def load_examples(self, split: str, require_answers: bool) -> list[MRCExample]:
         if split in self._given:
             return self._given[split]
+        if self.folds["n_folds"] is not None and split in ("train", "validation"):
+            limit = self.limits[split]
+            examples = self.fold_examples()[split]
+            return examples[:limit] if limit else examples
         path = self.files[split]
         if not path:
             raise ValueError(f"datamodule.{split}_file is not set: give the path of the {split} data.")

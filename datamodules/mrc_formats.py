@@ -130,6 +130,16 @@ def load_mrc_examples(
     return examples
 
 
+def question_types(path: str | os.PathLike[str], *, split: str | None = None) -> dict[str, str]:
+    """Question id -> KLUE-MRC ``question_type`` (as text) of the records that have one, for scores per type."""
+    out: dict[str, str] = {}
+    for raw in _read_raw_records(Path(path), split):
+        qid, kind = raw.fields.get("id"), raw.fields.get("question_type")
+        if qid is not None and kind is not None:
+            out[str(qid)] = str(kind)
+    return out
+
+
 def examples_by_id(examples: Iterable[MRCExample]) -> dict[str, MRCExample]:
     """Index examples by id (predictions and gold files are joined on it); duplicates are an error."""
     by_id: dict[str, MRCExample] = {}
@@ -317,6 +327,7 @@ def _squad_records(src: Path, articles: list[Any], prefix: str) -> list[_RawReco
                     "answers": qa.get("answers"),
                     "is_impossible": qa.get("is_impossible"),
                     "document_id": document_id,
+                    "question_type": qa.get("question_type"),
                 }
                 records.append(_RawRecord(len(records), q_where, fields))
     return records
@@ -353,6 +364,7 @@ def _flat_records(src: Path, rows: Sequence[tuple[str | None, Any]]) -> list[_Ra
             "answers": row.get("answers"),
             "is_impossible": row.get("is_impossible"),
             "document_id": row.get("document_id"),
+            "question_type": row.get("question_type"),
         }
         records.append(_RawRecord(index, where, fields))
     return records

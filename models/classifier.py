@@ -4,7 +4,8 @@
 so LoRA, ``init_from`` and exports behave as for the reader); ``pooling: entity`` concatenates the hidden
 states of the subject and object start tokens (Zhou & Chen 2021) into a head of its own, and the unused HF
 head is frozen. Loss: ``ce | focal | label_smoothing`` (models/losses.py); optimiser and LR schedule: the
-framework's shared ``models/optim.py``. Validation logs ``val_accuracy``, ``val_macro_f1``, ``val_auprc``
+framework's shared ``models/optim.py``. ``type_constraint`` (KLUE-RE) zeroes the relations training never saw for
+an example's subject/object entity types before anything is scored or written. Validation logs ``val_accuracy``, ``val_macro_f1``, ``val_auprc``
 and, for KLUE-RE, ``val_micro_f1`` (models/cls_metrics.py), and keeps ``last_predictions`` (id, label,
 class probabilities, gold) for ``predictions.json``.
 """
@@ -65,6 +66,7 @@ class SequenceClassifier(LightningModule):
         monitor: Mapping[str, Any] | None = None,
         init_from: str | None = None,
         lora: Mapping[str, Any] | None = None,
+        type_constraint: bool = False,
     ) -> None:
         super().__init__()
         if not labels:
@@ -156,9 +158,22 @@ class SequenceClassifier(LightningModule):
     def _gather(self, split: str) -> dict[str, torch.Tensor]:
         state = self.outputs.compute()
         self.outputs.reset()
+        if state and self.hparams.get("type_constraint"):
+            state = {**state, "probs": self.constrained(split, state["index"], state["probs"])}
         if state:
             self.last_predictions = self.prediction_records(split, state)
         return state
+
+    def constrained(self, split: str, index: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        """``model.type_constraint``: relations training never saw for an example's subject/object types get
+        probability 0, the rest are renormalised (the table: the datamodule's ``type_constraints``)."""
+        allowed_labels = getattr(self.trainer.datamodule, "allowed_labels", None)
+        if allowed_labels is None:
+            raise ValueError("model.type_constraint needs entity types: use datamodule=klue_re (or re_sample).")
+        allowed = torch.tensor(allowed_labels(split), dtype=torch.bool, device=probs.device)[index.long()]
+        kept = probs.masked_fill(~allowed, 0.0)
+        total = kept.sum(dim=1, keepdim=True)
+        return torch.where(total > 0, kept / total.clamp(min=torch.finfo(kept.dtype).tiny), probs)
 
     def prediction_records(self, split: str, state: Mapping[str, torch.Tensor]) -> list[dict[str, Any]]:
         """``predictions.json``: id, predicted label, every class's probability, and the gold label when known."""

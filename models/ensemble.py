@@ -1,5 +1,7 @@
 """Soft voting (``task=ensemble``): the weighted mean of several classifier runs' class probabilities.
 
+(Reader runs, whose predictions are ``{question id: answer}``, go to models/reader_ensemble.py instead.)
+
 Each run contributes its ``predictions.json`` or ``test_predictions.json`` (records ``{id, label,
 probabilities: {class: p}, gold?}``). An id is averaged over the runs that predicted it, so the K fold runs of
 a K-fold sweep give, from their test predictions, one ensembled test prediction per record, and from their
@@ -22,6 +24,7 @@ from omegaconf import OmegaConf
 from datamodules.errors import DataFormatError
 from datamodules.files import write_json
 from models.cls_metrics import classification_scores
+from models.reader_ensemble import is_reader_predictions, run_reader_ensemble
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +121,12 @@ def saved_no_relation_label(run: Path) -> str | None:
         return None
 
 
-def run_ensemble(settings: Mapping[str, Any], output_dir: Path) -> dict[str, Any]:
-    """``ensemble.runs`` (run dirs or sweep dirs), ``weights``, ``predictions_file``, ``no_relation_label``."""
+def run_ensemble(settings: Mapping[str, Any], output_dir: Path, metric: str = "korquad") -> dict[str, Any]:
+    """``ensemble.runs`` (run dirs or sweep dirs), ``weights``, ``predictions_file``, ``no_relation_label``.
+
+    Runs whose predictions file is ``{question id: answer}`` are readers: models/reader_ensemble.py votes them
+    (``voting``, ``soft_score``, ``gold_file``) and scores them with ``metric``.
+    """
     paths = settings.get("runs") or []
     paths = [paths] if isinstance(paths, str) else list(paths)
     if not paths:
@@ -133,12 +140,14 @@ def run_ensemble(settings: Mapping[str, Any], output_dir: Path) -> dict[str, Any
             break
     if len(runs) < 2:
         raise ValueError(f"task=ensemble: found {len(runs)} run(s) with {' or '.join(candidates)} under {paths}; "
-                         "soft voting needs at least two.")
+                         "voting needs at least two.")
     weights = settings.get("weights")
     weights = [1.0] * len(runs) if weights is None else [float(w) for w in weights]
     if len(weights) != len(runs) or any(w < 0 for w in weights) or sum(weights) <= 0:
         listed = "\n  ".join(str(r) for r in runs)
         raise ValueError(f"ensemble.weights: give {len(runs)} non-negative weights, one per run, in this order:\n  {listed}")
+    if is_reader_predictions(runs[0] / filename):
+        return run_reader_ensemble(settings, runs, filename, weights, metric, output_dir)
     predictions = [read_predictions(run / filename) for run in runs]
     labels = list(predictions[0][0]["probabilities"])
     for run, records in zip(runs, predictions, strict=True):
