@@ -27,6 +27,7 @@ import logging
 import math
 import multiprocessing
 import os
+import sys
 import traceback
 import warnings
 from collections import Counter
@@ -181,10 +182,11 @@ def resolve_n_jobs(n_jobs: int) -> int:
 
 
 def visible_gpus() -> int:
-    """CUDA devices this process may use (NVML count: CUDA itself is not initialised before the workers fork)."""
+    """CUDA devices this process may use. ``device_count`` asks NVML and leaves CUDA uninitialised, so the
+    workers can still fork (``torch.cuda.is_available`` may initialise it)."""
     import torch
 
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return torch.cuda.device_count()
 
 
 # ----------------------------------------------------------------------------- the sweep
@@ -261,10 +263,11 @@ class OptunaStudy:
         if study.user_attrs.get("fixed_overrides") is None:
             study.set_user_attr("fixed_overrides", setting)
         elif study.user_attrs["fixed_overrides"] != setting:
+            before, now = set(study.user_attrs["fixed_overrides"]), set(setting)
             raise ValueError(
-                f"The study {study.study_name!r} in {url} was run with the overrides "
-                f"{study.user_attrs['fixed_overrides']}, this command gives {setting}: resume it with the same "
-                "command, or start a new study (hparams_search.study=<new name>, or another hydra.sweep.dir)."
+                f"The study {study.study_name!r} in {url} was run with other settings (only then: "
+                f"{sorted(before - now)}; only now: {sorted(now - before)}): resume it with the same command, or "
+                "start a new study (hparams_search.study=<new name>, or another hydra.sweep.dir)."
             )
         # No other sweep runs on this study (one command per sweep dir): a trial still RUNNING was interrupted
         for trial in study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.RUNNING]):
@@ -293,16 +296,22 @@ class OptunaStudy:
 
     def sweep(self, arguments: list[str]) -> list[Any]:
         assert self.config is not None and self.launcher is not None, "setup() first"
-        space, fixed = search_space([f"{k}={v}" for k, v in self.params.items()] + list(arguments))
-        if not space:
-            raise ValueError(
-                "hparams_search: the search space is empty: set hydra.sweeper.params or pass sweep overrides "
-                "such as 'model.optimizer.lr=tag(log,interval(1e-5,1e-3))'."
-            )
-        n_jobs = resolve_n_jobs(self.n_jobs)
-        sweep_dir = Path(self.config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        study, storage = self._create_study(sweep_dir, fixed)
+        try:
+            space, fixed = search_space([f"{k}={v}" for k, v in self.params.items()] + list(arguments))
+            if not space:
+                raise ValueError(
+                    "hparams_search: the search space is empty: set hydra.sweeper.params or pass sweep overrides "
+                    "such as 'model.optimizer.lr=tag(log,interval(1e-5,1e-3))'."
+                )
+            n_jobs = resolve_n_jobs(self.n_jobs)
+            sweep_dir = Path(self.config.hydra.sweep.dir)
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+            study, storage = self._create_study(sweep_dir, fixed)
+        except ValueError as error:  # a bad sweep setting: one line, as main.py reports bad inputs
+            if self.config.get("debug", False):
+                raise
+            print(f"\nerror: {error}\n(run with debug=true for the full traceback)", file=sys.stderr)
+            raise SystemExit(1) from None
         metric = self.config.get("optimized_metric")
         log.info(
             "Optuna study %r in %s (%d trials so far): %s %s over %s, %d worker(s)",
