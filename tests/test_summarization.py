@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, NoRepeatNGramLogitsProcessor
 
 from datamodules.errors import DataFormatError
 from datamodules.summarization import SummarizationDataModule
 from models.backbone import Backbone, tiny_backbone
-from models.generator import Generator, decoding_arguments, generation_config
+from models.generator import GeneratedNoRepeatNGram, Generator, decoding_arguments, generation_config
 from models.rouge import KiwiTokenizer, WhitespaceTokenizer, rouge_f1, rouge_tokenizer
 from tests.conftest import ROOT, read_json
 
@@ -213,16 +213,24 @@ def test_greedy_is_the_argmax_loop_and_top_k_1_sampling_equals_it(backbone: Back
 
 def test_no_repeat_ngram_and_max_new_tokens_hold(backbone: Backbone, prompts: dict) -> None:
     model = generator(backbone, strategy="beam", num_beams=3, no_repeat_ngram_size=1, max_new_tokens=5)
-    out = model.hf_model.generate(input_ids=prompts["prompt_ids"], attention_mask=prompts["prompt_attention_mask"],
-                                  generation_config=model.generation)
-    width, eos = prompts["prompt_ids"].size(1), backbone.tokenizer.eos_token_id
-    assert out.size(1) <= width + 5
-    for row, prompt in zip(out.tolist(), prompts["prompt_ids"].tolist(), strict=True):
-        new = row[width:]
-        new = new[: new.index(eos)] if eos in new else new
-        # n=1: no token twice, none of the prompt's either (a decoder-only model's sequence includes its prompt)
-        assert len(set(new)) == len(new) and not set(new) & set(prompt)
-    assert all(isinstance(text, str) for text in model.generate(prompts))
+    out = model.generate_ids(prompts)
+    assert 1 <= out.size(1) <= 5
+    eos, pad = backbone.tokenizer.eos_token_id, backbone.tokenizer.pad_token_id
+    for row in out.tolist():  # n=1: no token twice in what was generated (before eos and its padding)
+        ids = row[: row.index(eos)] if eos in row else row
+        assert len(set(ids)) == len(ids) and pad not in ids
+
+
+def test_no_repeat_ngram_lets_a_summary_copy_its_prompt() -> None:
+    """transformers' rule bans the prompt's trigram a b c after a b; ours only bans repeats of the summary."""
+    prompt, generated = [7, 8, 9, 4], [7, 8]
+    ids = torch.tensor([prompt + generated])
+    scores = torch.zeros(1, 12)
+    assert NoRepeatNGramLogitsProcessor(3)(ids, scores.clone())[0, 9] == float("-inf")
+    ours = GeneratedNoRepeatNGram(3, len(prompt))
+    assert ours(ids, scores.clone())[0, 9] == 0.0
+    again = torch.tensor([prompt + [7, 8, 9, 7, 8]])  # the summary's own trigram 7 8 9 is banned
+    assert ours(again, scores.clone())[0, 9] == float("-inf")
 
 
 def test_pretrained_generation_preferences_give_way_to_the_config(backbone: Backbone) -> None:
