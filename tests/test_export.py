@@ -97,3 +97,22 @@ def test_task_export_refuses_an_existing_directory(fitted_run: Path) -> None:
     reader = checkpoint_reader(fitted_run, read_json(fitted_run / "metrics.json")["best_checkpoint"])
     with pytest.raises(ValueError, match="already exists"):
         export_hf(reader, fitted_run / "hf_model")
+
+
+def test_classifier_export_carries_its_label_map(fitted_run: Path, tmp_path: Path) -> None:
+    """A classifier's export holds its classes (config.id2label, label_map.json) and reproduces its logits."""
+    from transformers import AutoModelForSequenceClassification
+
+    from models.classifier import SequenceClassifier
+    from models.export import export_hf
+
+    labels = ["entailment", "neutral", "contradiction"]
+    classifier = SequenceClassifier(backbone=pretrained_backbone(str(fitted_run / "backbone")), optimizer=OPTIM,
+                                    scheduler=SCHEDULE, labels=labels).eval()  # fmt: skip
+    export_hf(classifier, tmp_path / "hf")
+    assert read_json(tmp_path / "hf" / "label_map.json") == {name: i for i, name in enumerate(labels)}
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf").eval()
+    assert reloaded.config.id2label == dict(enumerate(labels))
+    batch = classifier.tokenizer(["서울은 크다.", "강은 길다."], padding=True, return_tensors="pt", return_token_type_ids=False)
+    with torch.no_grad():
+        assert torch.equal(reloaded(**batch).logits, classifier(batch))

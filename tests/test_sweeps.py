@@ -187,6 +187,14 @@ def test_pruner_presets_and_stable_sweep_dir() -> None:
                                                 "+experiment=nli", "hparams_search.n_jobs=2"], return_hydra_config=True)
         assert isinstance(instantiate(full.hydra.sweeper.pruner), cls)
         assert full.hydra.sweep.dir == "multirun/nli/optuna/default" and full.hydra.sweeper.n_jobs == 2
+    # the search space declared in conf/hparams_search/optuna.yaml: log-float, float and categorical
+    space, _ = search_space([f"{key}={value}" for key, value in full.hydra.sweeper.params.items()])
+    assert space == {
+        "model.optimizer.lr": FloatDistribution(1e-5, 1e-2, log=True),
+        "model.optimizer.weight_decay": FloatDistribution(0.0, 0.1),
+        "model.scheduler.warmup_ratio": FloatDistribution(0.0, 0.2),
+        "datamodule.batch_size": CategoricalDistribution([8, 16, 32]),
+    }
 
 
 def test_optuna_study_pruned_interrupted_and_resumed_in_parallel(tmp_path: Path, cache: Path) -> None:
