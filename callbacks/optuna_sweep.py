@@ -273,6 +273,16 @@ class OptunaStudy:
         for trial in study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.RUNNING]):
             self._interrupted(study, trial.number, "the sweep process was killed")
         if not study.get_trials(deepcopy=False):
+            from callbacks.run_dir import earlier_results
+
+            # trial n runs in <sweep dir>/n: a new study must not write over an earlier one's results there
+            held = sorted((d.name for d in sweep_dir.glob("[0-9]*") if d.is_dir() and earlier_results(d)), key=int)
+            if held:
+                raise ValueError(
+                    f"{sweep_dir} holds the trial dirs {held[:5]} of an earlier study that {url} does not have "
+                    "(was optuna.db deleted or storage changed?); their results would be overwritten: start the "
+                    "new study elsewhere (hparams_search.study=<new name>, or another hydra.sweep.dir)."
+                )
             for params in self.enqueue_trials:
                 study.enqueue_trial(params)
         return study, url

@@ -123,6 +123,7 @@ def test_ddp_scores_equal_the_official_script_over_the_examples_seen(ddp_fit: tu
     metrics, predictions = read_json(run_dir / "metrics.json"), read_json(run_dir / "predictions.json")
     assert (metrics["examples"], metrics["examples_total"], metrics["examples_missing"]) == (12, 12, 0)
     assert metrics["subset"] == "all 12 examples" and len(predictions) == 12
+    assert (Path(metrics["hf_model"]) / "model.safetensors").exists()  # rank 0 exported the best checkpoint once
     reference = official_scores(load_mrc_examples(SAMPLE / "validation.json", require_answers=True), predictions)
     assert metrics["exact_match"] == pytest.approx(reference["exact_match"], abs=1e-9)
     assert metrics["f1"] == pytest.approx(reference["f1"], abs=1e-9)

@@ -166,6 +166,11 @@ def test_interrupted_trial_is_failed_and_retried_on_resume(tmp_path: Path) -> No
     assert counted(study.get_trials()) == 2  # the interrupted trial does not count towards n_trials
     with pytest.raises(ValueError, match="hparams_search.study=<new name>"):  # another setting, same study: refused
         sweeper._create_study(tmp_path, ["+experiment=re_focal"])
+    other = tmp_path / "other"
+    (other / "0").mkdir(parents=True)
+    (other / "0" / "metrics.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"trial dirs \['0'\] of an earlier study"):  # a new study, old results
+        sweeper._create_study(other, ["+experiment=nli"])
 
 
 def test_pruner_presets_and_stable_sweep_dir() -> None:
