@@ -286,6 +286,9 @@ def task_fit(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     if throughput is not None:
         metrics["train_samples_per_second"] = throughput.samples_per_second
         metrics["train_seconds"] = throughput.seconds
+    for callback in trainer.callbacks:  # callbacks that measure the run (callbacks/padding.py) add their numbers
+        if callable(getattr(callback, "run_metrics", None)):
+            metrics.update(callback.run_metrics())
     metrics["best_checkpoint"] = best
     metrics["global_step"] = trainer.global_step
     save_predictions(run, output_dir)

@@ -25,6 +25,15 @@ from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding
 
 from datamodules.augment import AUGMENT_METHODS, augment_text
+from datamodules.curriculum import (
+    TEXT_DIFFICULTIES,
+    build_sampler,
+    cached_scores,
+    curriculum_spec,
+    data_fingerprint,
+    file_identity,
+    teacher_losses,
+)
 from datamodules.errors import DataFormatError
 from datamodules.files import write_json
 from datamodules.kfold import fold_assignment, fold_report, warn_leaks
@@ -278,7 +287,9 @@ class ClassificationDataModule(LightningDataModule):
         fold_seed: int = 42,
         fold_group: str | None = None,
         augment: Mapping[str, Any] | None = None,
+        curriculum: str | Mapping[str, Any] | None = None,
         seed: int = 0,
+        cache_dir: str | None = None,
         output_dir: str | None = None,
         max_train_examples: int | None = None,
         max_eval_examples: int | None = None,
@@ -304,7 +315,11 @@ class ClassificationDataModule(LightningDataModule):
         self.fold_group = fold_group
         self.groups: dict[str, str] = {}  # training id -> its fold_group value
         self.augment = dict(augment or {})
+        # datamodules/curriculum.py: pacing over text_length | text_tokens | loss (a teacher run's)
+        self.curriculum = curriculum_spec(curriculum, (*TEXT_DIFFICULTIES, "loss"), default="text_length")
+        self.train_difficulty: list[float] = []
         self.seed = seed
+        self.cache_dir = cache_dir
         self.output_dir = Path(output_dir) if output_dir else None
         self.limits = {"train": max_train_examples, "validation": max_eval_examples, "test": max_eval_examples}
         self._check_folds()
@@ -531,7 +546,10 @@ class ClassificationDataModule(LightningDataModule):
             train, validation = self._limit(train, "train"), self._limit(validation, "validation")
             counts = Counter(ex["label"] for ex in train)
             self.class_counts = [counts.get(name, 0) for name in self.labels]
-            self.train_features = self.features(self.augmented(train))
+            augmented = self.augmented(train)
+            self.train_features = self.features(augmented)
+            if self.curriculum.ordered:
+                self.train_difficulty = self.difficulty(augmented)
             self._set_eval("validation", validation)
             log.info("train: %d features, validation: %d examples", len(self.train_features), len(validation))
         if stage in ("validate",) and "validation" not in self._eval:
@@ -539,6 +557,21 @@ class ClassificationDataModule(LightningDataModule):
         if stage in ("test", "predict") and "test" not in self._eval:
             self._set_eval("test", self._limit(self.test_examples(), "test"))
         self._write_run_files()
+
+    def difficulty(self, examples: list[ClassificationExample]) -> list[float]:
+        """Each training example's score under ``curriculum.difficulty`` (augmented copies get their own)."""
+        spec = self.curriculum
+        if spec.difficulty in TEXT_DIFFICULTIES:
+            return TEXT_DIFFICULTIES[spec.difficulty](examples, self.tokenizer)
+        from models.classifier import SequenceClassifier
+
+        key = {
+            "difficulty": spec.difficulty, "data": data_fingerprint(examples, self.tokenizer),
+            "max_seq_length": self.max_seq_length, "teacher": file_identity(str(spec.teacher_ckpt)),
+        }  # fmt: skip
+        loader = self._loader(self.train_features)
+        return cached_scores(self.cache_dir, key,
+                             lambda: teacher_losses(spec, SequenceClassifier, self.tokenizer, loader))
 
     def _set_eval(self, split: str, examples: list[ClassificationExample]) -> None:
         self._eval[split] = (examples, self.features(examples))
@@ -562,16 +595,21 @@ class ClassificationDataModule(LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         assert self.train_features is not None, "setup('fit') first"
         lengths = self.train_features.lengths() if self.group_by_length else None
-        sampler = SeededShuffleSampler(len(self.train_features), seed=self.seed, lengths=lengths,
+        shuffle = SeededShuffleSampler(len(self.train_features), seed=self.seed, lengths=lengths,
                                        batch_size=self.batch_size)
+        sampler = build_sampler(self.curriculum, self.train_difficulty, shuffle, self.seed)
         return DataLoader(self.train_features, batch_size=self.batch_size, sampler=sampler, collate_fn=self._collate(),
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def _eval_loader(self, split: str) -> DataLoader:
         if split not in self._eval:
             raise RuntimeError(f"The {split} split was not set up: call setup() for the right stage first.")
-        return DataLoader(self._eval[split][1], batch_size=self.eval_batch_size, shuffle=False,
-                          collate_fn=self._collate(), num_workers=self.num_workers)
+        return self._loader(self._eval[split][1])
+
+    def _loader(self, features: FeatureTable) -> DataLoader:
+        """Features in dataset order, in evaluation batches (also how a teacher scores the training set)."""
+        return DataLoader(features, batch_size=self.eval_batch_size, shuffle=False, collate_fn=self._collate(),
+                          num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("validation")

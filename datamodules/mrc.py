@@ -11,6 +11,19 @@ from typing import Any
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from datamodules.curriculum import (
+    EXPENSIVE,
+    MRC_DIFFICULTIES,
+    bm25_difficulty,
+    build_sampler,
+    cached_scores,
+    curriculum_spec,
+    data_fingerprint,
+    file_identity,
+    mean_by_example,
+    per_feature,
+    teacher_losses,
+)
 from datamodules.errors import DataFormatError
 from datamodules.kfold import fold_assignment, warn_leaks
 from datamodules.mrc_features import (
@@ -21,16 +34,13 @@ from datamodules.mrc_features import (
     cached_features,
 )
 from datamodules.mrc_formats import MRCExample, load_mrc_examples
-from datamodules.samplers import CurriculumSampler, SeededShuffleSampler
+from datamodules.samplers import SeededShuffleSampler
 
 log = logging.getLogger(__name__)
 
 FOLD_GROUPS = (None, "document_id", "context", "title")
-DIFFICULTY_KEYS = {
-    "context_length": lambda ex: len(ex["context"]),
-    "question_length": lambda ex: len(ex["question"]),
-    "answer_start": lambda ex: min((a["answer_start"] for a in ex["answers"]), default=0),
-}
+# Every difficulty score an MRC curriculum can order by (datamodules/curriculum.py computes them).
+DIFFICULTY_KEYS = (*MRC_DIFFICULTIES, *EXPENSIVE)
 
 
 class FeatureTable(Dataset):
@@ -69,9 +79,9 @@ class EvalSet:
 class MRCDataModule(LightningDataModule):
     """SQuAD/KorQuAD JSON, KLUE-MRC and ``save_to_disk`` data, read once into one record type.
 
-    ``curriculum.name``: ``none`` shuffles; ``length`` orders training features by a difficulty key
-    (``context_length`` by default, ascending) without shuffling, for every epoch or for the first
-    ``curriculum.ordered_epochs`` epochs.
+    ``curriculum`` (:mod:`datamodules.curriculum`): ``pacing`` none | sorted | baby_steps | competence | anti
+    over a ``difficulty`` score of each example (:data:`DIFFICULTY_KEYS`), which its features share; the
+    older ``name: none | length`` (also a plain string) means pacing none | sorted.
     """
 
     def __init__(
@@ -116,7 +126,7 @@ class MRCDataModule(LightningDataModule):
         self.num_workers = num_workers
         self.pad_to_multiple_of = pad_to_multiple_of
         self.normalize = normalize
-        self.curriculum = dict(curriculum or {"name": "none"})
+        self.curriculum = curriculum_spec(curriculum, DIFFICULTY_KEYS, default="context_length")
         self.group_by_length = group_by_length
         self.seed = seed
         self.cache_dir = cache_dir
@@ -209,14 +219,30 @@ class MRCDataModule(LightningDataModule):
         columns = self._build(build_train_features, examples, "train")
         keys = ("input_ids", "attention_mask", "token_type_ids", "start_positions", "end_positions")
         self.train_features = FeatureTable(columns, keys)
-        key = self.curriculum.get("key", "context_length")
-        if key not in DIFFICULTY_KEYS:
-            raise ValueError(
-                f"datamodule.curriculum.key={key!r} is unknown: choose one of {sorted(DIFFICULTY_KEYS)}."
-            )
-        per_example = [DIFFICULTY_KEYS[key](ex) for ex in examples]
-        self.train_difficulty = [per_example[i] for i in columns["example_index"]]
         log.info("train: %d examples -> %d features", len(examples), len(self.train_features))
+        if self.curriculum.ordered:
+            self.train_difficulty = self.difficulty(examples, columns["example_index"])
+
+    def difficulty(self, examples: list[MRCExample], example_index: list[int]) -> list[float]:
+        """Each training feature's difficulty: its example's score under ``curriculum.difficulty``."""
+        spec, name = self.curriculum, self.curriculum.difficulty
+        if name in MRC_DIFFICULTIES:
+            return per_feature(MRC_DIFFICULTIES[name](examples, self.tokenizer), example_index)
+        key = {"difficulty": name, "data": data_fingerprint(examples, self.tokenizer), **self.feature_settings}
+        if name == "bm25":
+            key["tokenizer"] = spec.bm25_tokenizer
+            scores = cached_scores(self.cache_dir, key, lambda: bm25_difficulty(examples, spec.bm25_tokenizer))
+        else:  # loss: the teacher's mean loss over the example's windows
+            from models.reader import ExtractiveReader
+
+            key["teacher"] = file_identity(str(spec.teacher_ckpt)) if spec.teacher_ckpt else None
+            loader = self._eval_style_loader(self.train_features)
+            scores = cached_scores(
+                self.cache_dir, key,
+                lambda: mean_by_example(teacher_losses(spec, ExtractiveReader, self.tokenizer, loader), example_index,
+                                        len(examples)),
+            )  # fmt: skip
+        return per_feature(scores, example_index)
 
     def _setup_eval(self, split: str, require_answers: bool) -> None:
         examples = self.load_examples(split, require_answers=require_answers)
@@ -247,22 +273,11 @@ class MRCDataModule(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_features is not None, "setup('fit') first"
-        name = self.curriculum.get("name", "none")
         lengths = self.train_features.lengths() if self.group_by_length else None
         shuffle = SeededShuffleSampler(
             len(self.train_features), seed=self.seed, lengths=lengths, batch_size=self.batch_size
         )
-        if name == "none":
-            sampler: Sampler[int] = shuffle
-        elif name == "length":
-            sampler = CurriculumSampler(
-                self.train_difficulty,
-                descending=not self.curriculum.get("ascending", True),
-                ordered_epochs=self.curriculum.get("ordered_epochs"),
-                then=shuffle,
-            )
-        else:
-            raise ValueError(f"datamodule.curriculum.name={name!r} is unknown: use 'none' or 'length'.")
+        sampler: Sampler[int] = build_sampler(self.curriculum, self.train_difficulty, shuffle, self.seed)
         return DataLoader(
             self.train_features,
             batch_size=self.batch_size,
@@ -273,8 +288,12 @@ class MRCDataModule(LightningDataModule):
         )
 
     def _eval_loader(self, split: str) -> DataLoader:
+        return self._eval_style_loader(self.eval_set(split).features)
+
+    def _eval_style_loader(self, features: FeatureTable) -> DataLoader:
+        """Features in dataset order, in evaluation batches (also how a teacher scores the training set)."""
         return DataLoader(
-            self.eval_set(split).features,
+            features,
             batch_size=self.eval_batch_size,
             shuffle=False,
             collate_fn=self._collate(),

@@ -137,6 +137,11 @@ class SequenceClassifier(LightningModule):
         self.log("train_loss", loss, prog_bar=True, batch_size=batch["input_ids"].size(0))
         return loss
 
+    def per_sample_loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Each example's cross-entropy (whatever ``model.loss`` trains with): a teacher's difficulty score
+        (``curriculum.difficulty=loss``)."""
+        return torch.nn.functional.cross_entropy(self(batch).float(), batch["labels"], reduction="none")
+
     def _collect(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         logits = self(batch)
         target = batch["labels"] if "labels" in batch else torch.full_like(batch["index"], -100)

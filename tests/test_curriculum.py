@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import math
+import re
+from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
+from lightning.pytorch.trainer.connectors.data_connector import _get_distributed_sampler
+from lightning.pytorch.trainer.states import RunningStage
 from lightning.pytorch.utilities.data import _is_dataloader_shuffled
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader
 
-from datamodules.mrc import MRCDataModule
-from datamodules.samplers import CurriculumSampler, SeededShuffleSampler
+from datamodules.curriculum import CurriculumSpec, build_sampler, curriculum_spec
+from datamodules.mrc import DIFFICULTY_KEYS, MRCDataModule
+from datamodules.samplers import (
+    BabyStepsSampler,
+    CompetenceSampler,
+    CurriculumSampler,
+    SeededShuffleSampler,
+    competence,
+)
 from models.backbone import iter_texts, train_tokenizer
 from tests.conftest import SAMPLE
 
@@ -127,3 +142,164 @@ def test_ordered_epochs_then_seeded_shuffle() -> None:
     strict = CurriculumSampler(scores)
     strict.set_epoch(5)
     assert list(strict) == first
+
+
+# ----------------------------------------------------------------------------- pacings (issue 9)
+
+
+def _scores(n: int) -> list[float]:
+    return [float((7 * i) % 23) + i / 1000 for i in range(n)]  # distinct, not in index order
+
+
+def _rank(scores: list[float]) -> dict[int, int]:
+    """Each index's place from easiest (0) to hardest: the reference the samplers are checked against."""
+    return {index: place for place, index in enumerate(sorted(range(len(scores)), key=scores.__getitem__))}
+
+
+def test_plain_names_and_the_older_keys_map_onto_pacing_and_difficulty() -> None:
+    known = DIFFICULTY_KEYS
+    assert curriculum_spec("length", known, "context_length") == CurriculumSpec(pacing="sorted")
+    assert curriculum_spec("none", known, "context_length").pacing == "none"
+    assert curriculum_spec(None, known, "context_length").pacing == "none"
+    legacy = curriculum_spec({"name": "length", "key": "question_length", "ordered_epochs": 1}, known, "x")
+    assert (legacy.pacing, legacy.difficulty, legacy.ordered_epochs) == ("sorted", "question_length", 1)
+    # pacing and difficulty, when given, win over name and key
+    spec = curriculum_spec({"name": "none", "pacing": "competence", "difficulty": "bm25", "c0": 0.2, "T": 3}, known, "x")
+    assert (spec.pacing, spec.difficulty, spec.c0, spec.T) == ("competence", "bm25", 0.2, 3)
+    for bad, message in [({"name": "vibes"}, "curriculum.name='vibes' is unknown"),
+                         ({"pacing": "random"}, "curriculum.pacing='random' is unknown"),
+                         ({"pacing": "sorted", "difficulty": "vibes"}, "curriculum.difficulty='vibes' is unknown"),
+                         ({"pacing": "sorted", "difficulty": "loss"}, "teacher_ckpt="),
+                         ({"pacing": "sorted", "bucket": 3}, "unknown option")]:  # fmt: skip
+        with pytest.raises(ValueError, match=re.escape(message)):
+            curriculum_spec(bad, known, "context_length")
+
+
+def test_the_mrc_slice_interface_still_composes_and_means_the_same(tmp_path: Path) -> None:
+    from main import compose_config
+
+    cfg = compose_config(["+experiment=mrc_curriculum"], tmp_path)
+    spec = curriculum_spec(OmegaConf.to_container(cfg.datamodule.curriculum), DIFFICULTY_KEYS, "context_length")
+    assert (spec.pacing, spec.difficulty, spec.ascending, spec.ordered_epochs) == ("sorted", "context_length", True, 1)
+    plain = compose_config(["datamodule.curriculum=length"], tmp_path)
+    assert curriculum_spec(plain.datamodule.curriculum, DIFFICULTY_KEYS, "context_length").pacing == "sorted"
+
+
+def test_sorted_is_monotone_and_anti_is_its_reverse() -> None:
+    scores = _scores(60)
+    shuffle = SeededShuffleSampler(60, seed=1)
+    ascending = list(build_sampler(CurriculumSpec(pacing="sorted"), scores, shuffle, seed=1))
+    descending = list(build_sampler(CurriculumSpec(pacing="anti"), scores, shuffle, seed=1))
+    assert [scores[i] for i in ascending] == sorted(scores)
+    assert descending == ascending[::-1]
+    # ascending=false: a larger score is easier, so anti then goes from small to large
+    flipped = list(build_sampler(CurriculumSpec(pacing="anti", ascending=False), scores, shuffle, seed=1))
+    assert flipped == ascending
+
+
+def test_competence_draws_from_the_easiest_c_of_t_fraction() -> None:
+    n, c0, horizon = 400, 0.1, 2.0
+    scores = _scores(n)
+    rank = _rank(scores)
+    sampler = CompetenceSampler(scores, c0=c0, horizon=horizon, seed=5)
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        draws = list(sampler)
+        assert len(draws) == n
+        for k, index in enumerate(draws):  # Platanios et al.'s c(t), written out here independently
+            c = min(1.0, math.sqrt((epoch + k / n) * (1 - c0**2) / horizon + c0**2))
+            assert rank[index] < math.ceil(c * n - 1e-6)
+        if epoch == 0:
+            assert rank[draws[0]] < c0 * n  # t = 0: the easiest c0 fraction only
+            assert len(set(draws)) < n  # with replacement, as in the paper
+        sampler.set_epoch(epoch)
+        assert list(sampler) == draws  # seeded: the same draws again
+    # competence that stays at c0 (a huge T): a whole epoch drawn from the easiest c0 fraction, all of it
+    frozen = CompetenceSampler(scores, c0=c0, horizon=1e12, seed=5)
+    assert {rank[i] for i in frozen} == set(range(int(c0 * n)))
+    # past T the pool is everything: the late draws reach the hardest decile
+    assert max(rank[i] for i in draws) >= 0.9 * n
+    assert np.allclose(competence(np.array([0.0, 1.0, 2.0, 5.0]), c0, horizon), [c0, math.sqrt(0.505), 1, 1])
+
+
+def test_baby_steps_add_one_bucket_every_bucket_epochs() -> None:
+    n, buckets = 100, 4
+    scores = _scores(n)
+    rank = _rank(scores)
+    sampler = BabyStepsSampler(scores, num_buckets=buckets, bucket_epochs=2, seed=3)
+    seen = []
+    for epoch in range(10):
+        sampler.set_epoch(epoch)
+        draws = list(sampler)
+        allowed = min(buckets, epoch // 2 + 1) * n // buckets
+        assert len(draws) == n  # every epoch has the length of a plain one (LR schedule, resume)
+        assert {rank[i] for i in draws} == set(range(allowed))  # the whole pool, nothing harder
+        counts = np.bincount(draws, minlength=n)
+        assert counts.max() - counts[counts > 0].min() <= 1  # repeated permutations: as even as possible
+        seen.append(draws)
+    assert seen[0] != seen[1] and sorted(seen[-1]) == list(range(n))
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+@pytest.mark.parametrize("pacing", ["none", "sorted", "baby_steps", "competence", "anti"])
+def test_every_pacing_splits_the_same_sequence_between_ranks(pacing: str, world_size: int) -> None:
+    """What Lightning does under DDP (DistributedSamplerWrapper, shuffle=False): rank r reads every
+    world_size-th draw of one sequence, so no draw is lost or read twice across ranks."""
+    n = 101
+    spec = CurriculumSpec(pacing=pacing, num_buckets=3, c0=0.2, T=1.5)
+    scores = _scores(n)
+    for epoch in range(3):
+        reference = build_sampler(spec, scores, SeededShuffleSampler(n, seed=9), seed=9)
+        reference.set_epoch(epoch)
+        expected = list(reference)
+        sampler = build_sampler(spec, scores, SeededShuffleSampler(n, seed=9), seed=9)
+        loader = DataLoader(list(range(n)), batch_size=4, sampler=sampler)
+        assert not _is_dataloader_shuffled(loader)
+        shards = [_get_distributed_sampler(loader, shuffle=False, overfit_batches=0, mode=RunningStage.TRAINING,
+                                           num_replicas=world_size, rank=rank) for rank in range(world_size)]  # fmt: skip
+        for shard in shards:
+            shard.set_epoch(epoch)
+        parts = [list(shard) for shard in shards]
+        padding = (-n) % world_size  # DistributedSampler evens the shares with the sequence's first draws
+        assert [i for row in zip(*parts, strict=True) for i in row] == expected + expected[:padding]
+        assert Counter(i for part in parts for i in part) == Counter(expected + expected[:padding])
+
+
+@pytest.mark.parametrize("pacing", ["baby_steps", "competence"])
+def test_resume_mid_epoch_continues_the_same_sequence(tokenizer, tmp_path: Path, pacing: str) -> None:
+    """A real Trainer stopped mid-epoch and resumed from last.ckpt is fed the batches an uninterrupted run is."""
+    from tests.test_resume import _record
+
+    curriculum = {"pacing": pacing, "difficulty": "context_length", "num_buckets": 3, "c0": 0.3, "T": 2.0}
+    reference = _record(tokenizer, tmp_path / "full", max_steps=14, curriculum=curriculum)
+    first = _record(tokenizer, tmp_path / "first", max_steps=9, curriculum=curriculum)  # epoch 1, batch 3
+    resumed = _record(tokenizer, tmp_path / "resumed", max_steps=14, curriculum=curriculum,
+                      ckpt_path=tmp_path / "first" / "checkpoints" / "last.ckpt")
+    assert sorted(resumed) == list(range(9, 14))
+    assert {**first, **resumed} == reference
+    assert reference[0][2] != reference[6][2]  # epochs differ (pool and seed), so the test can fail
+
+
+def test_classifier_curriculum_orders_its_examples(tmp_path: Path, tokenizer) -> None:
+    from datamodules.classification import ClassificationDataModule
+
+    nli = SAMPLE.parent / "nli_sample"
+    settings = {"train_file": str(nli / "train.json"), "validation_file": str(nli / "validation.json"),
+                "text_fields": ["premise", "hypothesis"], "label_field": "gold_label", "max_train_examples": 60,
+                "max_eval_examples": 8, "batch_size": 8}  # fmt: skip
+    dm = ClassificationDataModule(tokenizer, curriculum={"pacing": "sorted", "difficulty": "text_tokens"}, **settings)
+    dm.setup("fit")
+    order = list(dm.train_dataloader().sampler)
+    examples = dm.train_and_validation()[0][:60]
+    tokens = [len(tokenizer(ex["texts"][0], add_special_tokens=False)["input_ids"])
+              + len(tokenizer(ex["texts"][1], add_special_tokens=False)["input_ids"]) for ex in examples]  # fmt: skip
+    assert [tokens[i] for i in order] == sorted(tokens) and len(set(tokens)) > 5
+    # competence held at c0 (huge T): draws from the 15 easiest of 60 by characters (the default difficulty)
+    competent = ClassificationDataModule(tokenizer, curriculum={"pacing": "competence", "c0": 0.25, "T": 1e12},
+                                         **settings)
+    competent.setup("fit")
+    chars = [len(ex["texts"][0]) + len(ex["texts"][1]) for ex in examples]
+    drawn = list(competent.train_dataloader().sampler)
+    assert max(chars[i] for i in drawn) <= sorted(chars)[14] < max(chars)
+    with pytest.raises(ValueError, match="difficulty='bm25' is unknown here"):
+        ClassificationDataModule(tokenizer, curriculum={"pacing": "sorted", "difficulty": "bm25"}, **settings)

@@ -179,13 +179,16 @@ def tokenizer():
     return train_tokenizer(iter_texts([SAMPLE / "train.json"], ["context", "question"]), vocab_size=2000)
 
 
+LENGTH_THEN_SHUFFLE = {"name": "length", "key": "context_length", "ascending": True, "ordered_epochs": 1}
+
+
 def _record(tokenizer, tmp_path: Path, max_steps: int, ckpt_path: Path | None = None, num_workers: int = 0,
-            resume_callback: bool = True) -> dict[int, tuple]:
+            resume_callback: bool = True, curriculum: dict | None = None) -> dict[int, tuple]:
     datamodule = MRCDataModule(
         tokenizer, train_file=str(SAMPLE / "train.json"), validation_file=str(SAMPLE / "validation.json"),
         max_seq_length=128, doc_stride=64, batch_size=8, max_train_examples=48, max_eval_examples=4,
         num_workers=num_workers, group_by_length=True, seed=7, cache_dir=str(tmp_path / "cache"),
-        curriculum={"name": "length", "key": "context_length", "ascending": True, "ordered_epochs": 1},
+        curriculum=curriculum or LENGTH_THEN_SHUFFLE,
     )
     model = BatchRecorder()
     callbacks = [LastCheckpoint(str(tmp_path / "checkpoints"))] + ([ExactResume()] if resume_callback else [])
