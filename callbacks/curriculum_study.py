@@ -104,7 +104,8 @@ def markdown(rows: list[dict[str, Any]], metrics: Sequence[str], alpha: float, c
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for row in rows:
         cells = [row["pacing"], row["difficulty"], str(len(row["seeds"]))]
-        cells += [f"{row[m][0]:.1f} ± {row[m][1]:.1f}" for m in metrics]
+        spread = len(row["seeds"]) > 1  # one seed has no spread to show
+        cells += [f"{row[m][0]:.1f} ± {row[m][1]:.1f}" if spread else f"{row[m][0]:.1f}" for m in metrics]
         cells.append(f"{row['delta']:+.1f}" if "delta" in row else "")
         cells.append(f"{row['p']:.3f} ({row['p_adjusted']:.3f})" if "p_adjusted" in row else "")
         cells.append(" / ".join(f"{p:.2f}" for p in row["padding"]))

@@ -44,7 +44,7 @@ class PaddingFraction(Callback):
         real, total = trainer.strategy.reduce(counts, reduce_op="sum").tolist()
         fraction = 1.0 - real / total if total else 0.0
         self.per_epoch.append(fraction)
-        pl_module.log("train_padding_fraction", fraction)
+        pl_module.log("train_padding_fraction", fraction, sync_dist=True)  # the same on every rank already
 
     def run_metrics(self) -> dict[str, Any]:
         return {"train_padding_fraction": list(self.per_epoch)}
