@@ -191,6 +191,8 @@ def save_test_predictions(cfg: DictConfig, run: dict[str, Any], output_dir: Path
     trainer.predict(model, datamodule=run["datamodule"], ckpt_path=ckpt, return_predictions=False, weights_only=True)
     if trainer.is_global_zero:
         write_json(output_dir / "test_predictions.json", model.last_predictions)
+        if hasattr(model, "last_nbest"):  # a reader's n-best spans: what soft voting of K-fold readers reads
+            write_json(output_dir / "test_nbest_predictions.json", model.last_nbest)
     return {"test_predictions": len(model.last_predictions)}
 
 

@@ -152,19 +152,28 @@ def saved_setting(run: Path, key: str) -> Any:
         return None
 
 
-def answered_file(run: Path) -> tuple[str | None, str | None, str | None]:
-    """(gold file, split, normalize) of the questions a run answered, from its saved config."""
-    side = "test" if saved_setting(run, "datamodule.test_file") and saved_setting(run, "task") in ("predict", "odqa") \
-        else "validation"
+def answered_file(run: Path, filename: str) -> tuple[str | None, str | None, str | None]:
+    """(gold file, split, normalize) of the questions a run answered in ``filename``, from its saved config:
+    ``test_file`` for ``test_predictions.json`` and predict / odqa runs given one, ``train_file`` for the
+    held-out fold of a K-fold run, else ``validation_file``."""
+    task = saved_setting(run, "task")
+    if filename.startswith("test_") or (task in ("predict", "odqa") and saved_setting(run, "datamodule.test_file")):
+        side = "test"
+    elif saved_setting(run, "datamodule.n_folds") is not None and task not in ("predict", "odqa"):
+        side = "train"
+    else:
+        side = "validation"
     return (saved_setting(run, f"datamodule.{side}_file"), saved_setting(run, f"datamodule.{side}_split"),
             saved_setting(run, "datamodule.normalize"))
 
 
-def gold_examples(settings: Mapping[str, Any], first_run: Path) -> tuple[list[dict[str, Any]], Any, str | None]:
+def gold_examples(
+    settings: Mapping[str, Any], first_run: Path, filename: str
+) -> tuple[list[dict[str, Any]], Any, str | None]:
     """The gold examples (all answered or marked unanswerable), their file and split; [] when unknown."""
     from datamodules.mrc_formats import load_mrc_examples
 
-    path, split, normalize = answered_file(first_run)
+    path, split, normalize = answered_file(first_run, filename)
     if settings.get("gold_file"):
         path, split = settings["gold_file"], settings.get("gold_split", split)
     if not path or not Path(path).exists():
@@ -208,7 +217,7 @@ def run_reader_ensemble(
                                "predictions_file": filename, "voting": voting, "questions": len(predictions)}
     if voting == "soft":
         metrics["soft_score"] = soft_score
-    examples, gold_path, split = gold_examples(settings, runs[0])
+    examples, gold_path, split = gold_examples(settings, runs[0], filename)
     examples = [ex for ex in examples if ex["id"] in predictions]
     if examples:
         metrics.update(score_against(examples, predictions, metric, gold_path, split))

@@ -11,7 +11,7 @@ import pytest
 import main
 from datamodules.errors import DataFormatError
 from models.ensemble import run_ensemble
-from models.reader_ensemble import vote
+from models.reader_ensemble import answered_file, vote
 from tests.conftest import read_json
 
 
@@ -101,3 +101,22 @@ def test_reader_runs_are_detected_scored_and_refused_when_mixed(fitted_run: Path
     (classifier / "predictions.json").write_text(json.dumps([{"id": "x", "label": "a", "probabilities": {"a": 1}}]))
     with pytest.raises(DataFormatError, match="not a reader's predictions"):
         run_ensemble({"runs": [str(second), str(classifier)]}, tmp_path / "mixed")
+
+
+@pytest.mark.parametrize(
+    ("task", "n_folds", "filename", "side"),
+    [
+        ("fit", "null", "predictions.json", "validation"),
+        ("fit", "null", "test_predictions.json", "test"),
+        ("fit", "5", "predictions.json", "train"),  # a K-fold run validates on its held-out part of train_file
+        ("predict", "null", "predictions.json", "test"),
+        ("odqa", "null", "predictions.json", "test"),
+    ],
+)
+def test_gold_is_the_file_the_run_answered(tmp_path: Path, task: str, n_folds: str, filename: str, side: str) -> None:
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "config.yaml").write_text(
+        f"task: {task}\ndatamodule:\n  train_file: tr.json\n  validation_file: va.json\n  test_file: te.json\n"
+        f"  n_folds: {n_folds}\n  {side}_split: chosen\n", encoding="utf-8")
+    assert answered_file(tmp_path, filename) == ({"train": "tr.json", "validation": "va.json", "test": "te.json"}[side],
+                                                 "chosen", None)
