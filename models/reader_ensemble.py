@@ -80,7 +80,7 @@ def text_values(entries: Sequence[Mapping[str, Any]], key: str) -> dict[str, flo
     for entry in entries:
         value = entry.get(key)
         if value is None:
-            raise ValueError(f"an n-best entry of {entry.get('text')!r} has no {key!r}: soft voting needs it")
+            raise ValueError(f"an n-best entry of {entry.get('text')!r} has no {key!r}, which this voting needs")
         text = str(entry["text"])
         if key == "probability":
             out[text] = out.get(text, 0.0) + float(value)
