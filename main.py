@@ -632,11 +632,11 @@ TASKS: dict[str, Callable[[DictConfig, Path], dict[str, Any]]] = {
     "fit": task_fit,
     "validate": task_validate,
     "predict": task_predict,
-    "export": task_export,
     "score": task_score,
     "ensemble": task_ensemble,
     "retrieve": task_retrieve,
     "odqa": task_odqa,
+    "export": task_export,
 }
 
 

@@ -69,7 +69,9 @@ def assert_same_run(resumed: Path, reference: Path) -> None:
     got, want = read_json(resumed / "metrics.json"), read_json(reference / "metrics.json")
     assert set(got) == set(want)
     for key in set(want) - TIMING_KEYS:
-        if isinstance(want[key], float):
+        if key == "hf_model":  # each run exports into its own dir
+            assert Path(got[key]).relative_to(resumed) == Path(want[key]).relative_to(reference)
+        elif isinstance(want[key], float):
             assert got[key] == pytest.approx(want[key], abs=1e-6), key
         else:
             assert got[key] == want[key], key
