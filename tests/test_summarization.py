@@ -308,6 +308,26 @@ def test_predict_writes_generated_texts_for_the_test_file(lora_run: Path, tmp_pa
     assert all(isinstance(text, str) for text in predictions.values())
 
 
+def test_merged_export_loads_as_a_pretrained_model_and_generates_the_same(lora_run: Path) -> None:
+    """backbone=pretrained on the run's merged/ (from_pretrained, no peft) summarises as the LoRA checkpoint does."""
+    from models.backbone import pretrained_backbone
+
+    stage = lora_run / "lora"
+    metrics = read_json(stage / "metrics.json")
+    checkpoint = torch.load(metrics["best_checkpoint"], map_location="cpu", weights_only=True)
+    trained = Generator(pretrained_backbone(str(stage / "backbone")), OPTIM, SCHEDULE, generation={"max_new_tokens": 8},
+                        lora=checkpoint["hyper_parameters"]["lora"])
+    trained.load_state_dict(checkpoint["state_dict"])
+    merged = Generator(pretrained_backbone(metrics["merged_model"]), OPTIM, SCHEDULE, generation={"max_new_tokens": 8})
+    assert merged.encoder is merged.hf_model  # a plain transformers model, weights from the directory
+    dm = SummarizationDataModule(merged.tokenizer, train_file=str(SAMPLE / "train.jsonl"),
+                                 validation_file=str(SAMPLE / "validation.jsonl"), architecture="causal",
+                                 max_train_examples=4, max_eval_examples=4, max_source_length=192, max_target_length=48)
+    dm.setup("fit")
+    batch = next(iter(dm.val_dataloader()))
+    assert merged.eval().generate_ids(batch).tolist() == trained.eval().generate_ids(batch).tolist()
+
+
 def test_seq2seq_bart_fits_and_scores(tmp_path: Path) -> None:
     metrics = run_in_process([
         "model=generator", "datamodule=summarization", "backbone=tiny_bart", *TINY_LOOP[:4],
