@@ -1,5 +1,8 @@
 """What a team's W&B dashboard shows beyond scalars: sample predictions and the LR-finder plot.
 
+A module with a ``prediction_table(ids) -> (columns, rows)`` method (the generator) builds its own rows;
+the reader's are questions, context snippets and answers with per-row EM/F1.
+
 Both callbacks do nothing when the run has no WandbLogger, so they can stay configured with any logger.
 """
 
@@ -46,11 +49,16 @@ class WandbValPredictions(Callback):
         self.key = key
         self._ids: list[str] | None = None
 
-    def rows(self, trainer: Trainer, predictions: dict[str, str]) -> list[list[Any]]:
-        examples = trainer.datamodule.eval_set("validation").examples_by_id
+    def sample_ids(self, predictions: dict[str, str]) -> list[str]:
+        """The same ``sample_size`` ids every validation (drawn again only if the predicted ids change)."""
         if self._ids is None or not set(self._ids) <= set(predictions):
             ids = sorted(predictions)
             self._ids = sorted(random.Random(self.seed).sample(ids, min(self.sample_size, len(ids))))
+        return self._ids
+
+    def rows(self, trainer: Trainer, predictions: dict[str, str]) -> list[list[Any]]:
+        examples = trainer.datamodule.eval_set("validation").examples_by_id
+        self.sample_ids(predictions)
         rows = []
         for qid in self._ids:
             example, prediction = examples[qid], predictions[qid]
@@ -75,6 +83,11 @@ class WandbValPredictions(Callback):
         logger = find_wandb_logger(trainer)
         predictions = getattr(pl_module, "last_predictions", None)
         if logger is None or trainer.sanity_checking or not trainer.is_global_zero or not predictions:
+            return
+        own = getattr(pl_module, "prediction_table", None)  # a module whose predictions are not QA spans
+        if callable(own):
+            columns, data = own(self.sample_ids(predictions))
+            logger.log_table(key=self.key, columns=columns, data=data)
             return
         logger.log_table(key=self.key, columns=TABLE_COLUMNS, data=self.rows(trainer, predictions))
 

@@ -34,7 +34,7 @@ from models.backbone import Backbone
 from models.encoder import build_encoder
 from models.hf_module import EncoderModule
 from models.lora import is_peft_model
-from models.rouge import RougeF1
+from models.rouge import ROUGE_TYPES, RougeF1, rouge_f1
 from models.safe_loading import record_backbone
 
 MODEL_CLASSES = {"causal": AutoModelForCausalLM, "seq2seq": AutoModelForSeq2SeqLM}
@@ -231,6 +231,18 @@ class Generator(EncoderModule):
         self.outputs = {}
         examples = self.trainer.datamodule.eval_examples(split)
         return {examples[i]["id"]: merged[i] for i in sorted(merged)}
+
+    def prediction_table(self, ids: list[str]) -> tuple[list[str], list[list[Any]]]:
+        """W&B's validation table (callbacks/wandb_callbacks.py): text, generated and gold summary, ROUGE per row."""
+        examples = {ex["id"]: ex for ex in self.trainer.datamodule.eval_examples("validation")}
+        tokenizer = (self.hparams.rouge or {}).get("tokenizer", "whitespace")
+        rows = []
+        for record in ids:
+            example, prediction = examples[record], self.last_predictions[record]
+            scores = rouge_f1([prediction], [example["summary"] or ""], tokenizer)
+            rows.append([self.current_epoch, self.global_step, record, example["text"], prediction,
+                         example["summary"], *(scores[name] for name in ROUGE_TYPES)])
+        return ["epoch", "global_step", "id", "text", "prediction", "summary", *ROUGE_TYPES], rows
 
     def on_validation_epoch_end(self) -> None:
         if not self.rouge.update_called:  # LM pre-training (or no validation batch): the loss alone

@@ -16,6 +16,7 @@ from models.backbone import Backbone, tiny_backbone
 from models.generator import GeneratedNoRepeatNGram, Generator, decoding_arguments, generation_config
 from models.rouge import KiwiTokenizer, WhitespaceTokenizer, rouge_f1, rouge_tokenizer
 from tests.conftest import ROOT, read_json
+from tests.test_wandb import offline_run, wandb_dirs  # noqa: F401 - wandb_dirs is a fixture
 
 pytest.importorskip("rouge_score")
 # peft reads a transformers attribute that transformers 5 renamed; harmless
@@ -326,6 +327,24 @@ def test_merged_export_loads_as_a_pretrained_model_and_generates_the_same(lora_r
     dm.setup("fit")
     batch = next(iter(dm.val_dataloader()))
     assert merged.eval().generate_ids(batch).tolist() == trained.eval().generate_ids(batch).tolist()
+
+
+@pytest.mark.usefixtures("wandb_dirs")
+def test_wandb_table_shows_texts_summaries_and_rouge(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """logger=wandb (offline): the validation table is the generator's own, its ROUGE per row recomputable."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_dir = tmp_path / "run"
+    run_in_process(["+experiment=summarization_lora", "stages=null", *TINY_GPT_RUN, "logger=wandb",
+                    "callbacks.wandb_val_predictions.sample_size=3", f"paths.cache_dir={tmp_path / 'cache'}"], run_dir)
+    tables = sorted((offline_run(run_dir)["files"] / "media" / "table").glob("val_predictions_*.table.json"))
+    table = json.loads(tables[-1].read_text(encoding="utf-8"))
+    assert table["columns"] == ["epoch", "global_step", "id", "text", "prediction", "summary", "rouge1", "rouge2", "rougeL"]
+    predictions, gold = read_json(run_dir / "predictions.json"), {r["id"]: r for r in read_jsonl(SAMPLE / "validation.jsonl")}
+    assert len(table["data"]) == 3
+    for row in table["data"]:
+        record = dict(zip(table["columns"], row, strict=True))
+        assert record["prediction"] == predictions[record["id"]] and record["summary"] == gold[record["id"]]["summary"]
+        assert record["rougeL"] == pytest.approx(rouge_f1([record["prediction"]], [record["summary"]])["rougeL"])
 
 
 def test_seq2seq_bart_fits_and_scores(tmp_path: Path) -> None:
