@@ -218,7 +218,8 @@ def test_optuna_study_pruned_interrupted_and_resumed_in_parallel(tmp_path: Path,
         "~hydra.sweeper.pruner.n_startup_trials", "hydra.sweeper.pruner.n_warmup_steps=0",
         "+hydra.sweeper.pruner.lower=1e-9", "hydra.sweeper.enqueue_trials=[{model.max_answer_length:30},"
         "{model.max_answer_length:0},{model.max_answer_length:30}]", *TINY_RUN, "datamodule.max_train_examples=24",
-        "callbacks.progress_bar=null", "callbacks.model_summary=null",
+        "callbacks.progress_bar=null", "callbacks.model_summary=null", "trainer.num_sanity_val_steps=0",
+        "export.enabled=false",
     ]
     args = [sys.executable, str(ROOT / "main.py"), *command, f"hydra.sweep.dir={sweep_dir}", f"paths.cache_dir={cache}"]
     env = {**os.environ, "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false"}
