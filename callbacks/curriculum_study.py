@@ -37,11 +37,8 @@ def read_jobs(sweep_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
     for config_file in sorted(sweep_dir.glob("*/.hydra/config.yaml")):
         job_dir = config_file.parent.parent
         cfg = OmegaConf.load(config_file)
-        spec = curriculum_spec(
-            OmegaConf.to_container(cfg.datamodule.get("curriculum"), resolve=False)
-            if isinstance(cfg.datamodule.get("curriculum"), DictConfig) else cfg.datamodule.get("curriculum"),
-            ALL_DIFFICULTIES, default="context_length",
-        )  # fmt: skip
+        datamodule = OmegaConf.to_container(cfg.datamodule, resolve=False)  # a plain string stays a string
+        spec = curriculum_spec(datamodule.get("curriculum"), ALL_DIFFICULTIES, default="context_length")
         metrics_file = job_dir / "metrics.json"
         if not metrics_file.is_file():
             missing.append(job_dir.name)
