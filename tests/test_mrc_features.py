@@ -429,10 +429,12 @@ def test_round_trip_handwritten(tok, max_seq_length, doc_stride):
     assert 0 < rate < 1
 
 
-@pytest.mark.parametrize(("max_seq_length", "doc_stride"), [(256, 64), (64, 16)])
-def test_round_trip_embedded_sample(sample, max_seq_length, doc_stride):
+@pytest.mark.parametrize(("max_seq_length", "doc_stride", "every"), [(256, 64, 1), (64, 16, 4)])
+def test_round_trip_embedded_sample(sample, max_seq_length, doc_stride, every):
+    """Every example at the default window; at 64-token windows (most answers near a border) every 4th, which
+    still covers each template and length, in a quarter of the time (the 1.1 training set has 15.7k questions)."""
     examples, tokenizer = sample
-    rate = _round_trip(examples, tokenizer, max_seq_length, doc_stride)
+    rate = _round_trip(examples[::every], tokenizer, max_seq_length, doc_stride)
     assert rate < 0.10, f"misaligned answer rate {rate:.1%} with {RECOMMENDED}"
 
 
