@@ -66,6 +66,26 @@ def test_one_cell_runs_and_reports_padding_per_epoch(study_cell: Path) -> None:
     assert len(cached) == 1 and len(json.loads(cached[0].read_text())) == 48  # one score per training question
 
 
+def test_the_study_command_sweeps_and_writes_its_table(tmp_path: Path) -> None:
+    """``python main.py -m +experiment=curriculum_study``, shrunk to 2 pacings x 2 seeds of tiny jobs: Hydra runs
+    the grid and calls the report at the end, which reads every job and writes the table into the sweep dir."""
+    sweep = tmp_path / "sweep"
+    run_main(
+        "-m", "+experiment=curriculum_study", *TINY_RUN, "datamodule.curriculum.pacing=none,sorted",
+        "datamodule.curriculum.difficulty=context_length", "seed=1,2", "hydra.callbacks.curriculum_study.readme=null",
+        f"hydra.sweep.dir={sweep}", run_dir=tmp_path / "unused", cache_dir=tmp_path / "cache",
+    )
+    jobs, missing = read_jobs(sweep)
+    assert not missing and sorted((j["pacing"], j["seed"]) for j in jobs) == [
+        ("none", 1), ("none", 2), ("sorted", 1), ("sorted", 2)]  # fmt: skip
+    rows = {(r["pacing"], r["difficulty"]): r for r in read_json(sweep / "curriculum_study.json")["rows"]}
+    assert set(rows) == {("none", "-"), ("sorted", "context_length")}
+    ems = {(j["pacing"], j["seed"]): j["metrics"]["exact_match"] for j in jobs}
+    assert rows[("sorted", "context_length")]["exact_match"][0] == pytest.approx((ems["sorted", 1] + ems["sorted", 2]) / 2)
+    table = (sweep / "curriculum_study.md").read_text(encoding="utf-8")
+    assert "| sorted | context_length | 2 |" in table
+
+
 def _fake_job(sweep: Path, name: str, pacing: str, difficulty: str, seed: int, em: float, f1: float) -> None:
     job = sweep / name
     (job / ".hydra").mkdir(parents=True)
