@@ -183,6 +183,29 @@ def save_predictions(run: dict[str, Any], output_dir: Path) -> None:
             write_json(output_dir / "nbest_predictions.json", model.last_nbest)
 
 
+def check_metric_name(cfg: DictConfig) -> None:
+    """A mistyped ``metric=`` fails before training, not after it."""
+    from models.mrc_metrics import check_metric
+
+    check_metric(str(cfg.get("metric") or "korquad"))
+
+
+def reader_metric(cfg: DictConfig, run: dict[str, Any]) -> dict[str, Any]:
+    """``metric=klue_mrc`` or ``squad`` on a reader's validation predictions (under that name in metrics.json),
+    beside the KorQuAD EM/F1 that training logs and checkpoints on; the questions scored are those predicted."""
+    metric = str(cfg.get("metric") or "korquad")
+    model, datamodule = run["model"], run["datamodule"]
+    if metric == "korquad" or not hasattr(model, "last_nbest") or not hasattr(datamodule, "load_examples"):
+        return {}
+    if not run["trainer"].is_global_zero:
+        return {}
+    predictions = model.last_predictions
+    examples = [ex for ex in datamodule.load_examples("validation", True) if ex["id"] in predictions]
+    folds = cfg.datamodule.get("n_folds") is not None  # K-fold: the held-out fold of train_file, no question types
+    gold = None if folds else cfg.datamodule.get("validation_file")
+    return {metric: mrc_scores(cfg, examples, predictions, gold, cfg.datamodule.get("validation_split"))}
+
+
 def save_test_predictions(cfg: DictConfig, run: dict[str, Any], output_dir: Path, ckpt: str | None) -> dict[str, Any]:
     """fit with ``datamodule.test_file``: that file's predictions too (``test_predictions.json``), e.g. per K-fold run."""
     model, trainer = run["model"], run["trainer"]
@@ -254,6 +277,7 @@ def eval_metrics(results: list[dict[str, Any]], prefix: str = "val") -> dict[str
 def task_fit(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     """Train (resuming from ``ckpt_path`` when given), then validate the best checkpoint."""
     preflight(cfg, "train", "validation", "test")  # before the imports below: a bad file fails in a second
+    check_metric_name(cfg)
     ckpt = checkpoint_arg(cfg)
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -294,6 +318,7 @@ def task_fit(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     metrics["best_checkpoint"] = best
     metrics["global_step"] = trainer.global_step
     save_predictions(run, output_dir)
+    metrics.update(reader_metric(cfg, run))
     metrics.update(export_artifacts(run, output_dir))  # after validate(ckpt_path=best): the best weights
     metrics.update(export_best(cfg, run, output_dir, best))
     metrics.update(save_test_predictions(cfg, run, output_dir, best))
@@ -303,13 +328,14 @@ def task_fit(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
 def task_validate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     ckpt = checkpoint_arg(cfg, "the checkpoint to evaluate (e.g. outputs/.../checkpoints/last.ckpt)")
     preflight(cfg, "validation")
+    check_metric_name(cfg)
     run = build_run(cfg)
     verify_checkpoint(ckpt, run)
     results = run["trainer"].validate(
         run["model"], datamodule=run["datamodule"], ckpt_path=ckpt, verbose=False, weights_only=True
     )
     save_predictions(run, output_dir)
-    return {**eval_metrics(results), "checkpoint": str(ckpt)}
+    return {**eval_metrics(results), **reader_metric(cfg, run), "checkpoint": str(ckpt)}
 
 
 def task_export(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:

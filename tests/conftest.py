@@ -68,5 +68,6 @@ def fitted_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One tiny fit shared by the end-to-end tests that only read its outputs."""
     base = tmp_path_factory.mktemp("fit")
     run_dir = base / "run"
-    run_main("+experiment=mrc_curriculum", *TINY_RUN, run_dir=run_dir, cache_dir=base / "cache")
+    # metric=klue_mrc: metrics.json also gets KLUE-MRC's EM / ROUGE-W beside the KorQuAD scores
+    run_main("+experiment=mrc_curriculum", *TINY_RUN, "metric=klue_mrc", run_dir=run_dir, cache_dir=base / "cache")
     return run_dir

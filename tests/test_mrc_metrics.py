@@ -113,3 +113,28 @@ def test_task_score_klue_mrc_and_squad_by_question_type(tmp_path: Path) -> None:
     assert korquad["metric"] == "korquad" and "rouge_w" not in korquad
     with pytest.raises(ValueError, match="metric='rouge' is unknown"):
         main.task_score(main.compose_config([*base, "metric=rouge"], tmp_path / "x"), tmp_path / "x")
+
+
+def test_fit_with_metric_klue_mrc_adds_its_scores_beside_korquads(fitted_run: Path) -> None:
+    """The session's tiny fit ran with metric=klue_mrc: metrics.json keeps KorQuAD's EM/F1 (what training logs)
+    and adds KLUE's EM and ROUGE-W of predictions.json, recomputed here per question from the gold file."""
+    from datamodules.mrc_formats import load_mrc_examples
+    from tests.conftest import SAMPLE, read_json
+
+    metrics = read_json(fitted_run / "metrics.json")
+    predictions = read_json(fitted_run / "predictions.json")
+    klue = metrics["klue_mrc"]
+    assert klue["metric"] == "klue_mrc" and klue["examples"] == len(predictions) == metrics["examples"] == 12
+    gold = {ex["id"]: [a["text"] for a in ex["answers"]] for ex in load_mrc_examples(SAMPLE / "validation.json")}
+    per_question = [klue_mrc_example(text, gold[qid]) for qid, text in predictions.items()]
+    assert klue["exact_match"] == pytest.approx(100 * sum(em for em, _ in per_question) / 12)
+    assert klue["rouge_w"] == pytest.approx(100 * sum(rw for _, rw in per_question) / 12)
+    assert {"exact_match", "f1"} <= set(metrics) and "rouge_w" not in metrics
+
+
+def test_a_mistyped_metric_fails_before_training(tmp_path: Path) -> None:
+    from tests.conftest import TINY_RUN, run_main
+
+    result = run_main("+experiment=mrc_curriculum", *TINY_RUN, "metric=klue", run_dir=tmp_path / "run", check=False)
+    assert result.returncode != 0 and "metric='klue' is unknown" in result.stderr + result.stdout
+    assert not (tmp_path / "run" / "checkpoints").exists()
