@@ -6,6 +6,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import LightningDataModule
@@ -25,7 +26,8 @@ from datamodules.curriculum import (
     teacher_losses,
 )
 from datamodules.errors import DataFormatError
-from datamodules.kfold import fold_assignment, warn_leaks
+from datamodules.files import write_json
+from datamodules.kfold import fold_assignment, fold_report, warn_leaks
 from datamodules.mrc_features import (
     DataCollatorForQA,
     WindowTooSmallError,
@@ -111,9 +113,11 @@ class MRCDataModule(LightningDataModule):
         fold: int = 0,
         fold_seed: int = 42,
         fold_group: str | None = None,
+        output_dir: str | None = None,
     ) -> None:
         super().__init__()
         self.tokenizer = tokenizer
+        self.output_dir = Path(output_dir) if output_dir else None
         self.files = {"train": train_file, "validation": validation_file, "test": test_file}
         self.splits = {"train": train_split, "validation": validation_split, "test": test_split}
         self.feature_settings = {
@@ -141,6 +145,14 @@ class MRCDataModule(LightningDataModule):
             raise ValueError(f"datamodule.fold_group={fold_group!r}: choose one of {', '.join(map(str, FOLD_GROUPS))}.")
         self.folds = {"n_folds": n_folds, "fold": fold, "fold_seed": fold_seed, "fold_group": fold_group}
         self._fold_split: dict[str, list[MRCExample]] | None = None
+
+    def _write_folds(self, fold_ids: dict[str, int]) -> None:
+        """``folds.json`` in the run dir, as the classifier's K-fold runs write it (rank 0 only)."""
+        if self.output_dir is None or (self.trainer is not None and not self.trainer.is_global_zero):
+            return
+        settings = self.folds
+        write_json(self.output_dir / "folds.json",
+                   fold_report(fold_ids, settings["n_folds"], settings["fold"], settings["fold_seed"]))
 
     # ------------------------------------------------------------------ loading
 
@@ -173,6 +185,7 @@ class MRCDataModule(LightningDataModule):
             if groups is None:
                 warn_leaks([ex["context"] for ex in examples], folds, settings["fold"], "passage",
                            "document_id or context")
+            self._write_folds({ex["id"]: k for ex, k in zip(examples, folds, strict=True)})
             held = [ex for ex, k in zip(examples, folds, strict=True) if k == settings["fold"]]
             rest = [ex for ex, k in zip(examples, folds, strict=True) if k != settings["fold"]]
             log.info("fold %d of %d: %d training, %d held-out questions", settings["fold"], settings["n_folds"],

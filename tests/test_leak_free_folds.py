@@ -62,14 +62,17 @@ def test_re_fold_group_keeps_a_sentence_in_one_fold(tmp_path: Path, caplog: pyte
         KlueREDataModule(word_piece(), fold_group="sentence", train_file=str(path), label_map=common["label_map"])
 
 
-def test_mrc_folds_grouped_by_document(caplog: pytest.LogCaptureFixture) -> None:
+def test_mrc_folds_grouped_by_document(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
     common = {"train_file": str(SAMPLE / "train.json"), "n_folds": 2, "fold_seed": 3}
     train_doc = json.loads((SAMPLE / "train.json").read_text(encoding="utf-8"))
     n_questions = sum(len(p["qas"]) for d in train_doc["data"] for p in d["paragraphs"])
     seen: set[str] = set()
     for k in range(2):
-        dm = MRCDataModule(None, fold=k, fold_group="document_id", **common)
+        dm = MRCDataModule(None, fold=k, fold_group="document_id", output_dir=str(tmp_path / str(k)), **common)
         train, held = dm.load_examples("train", True), dm.load_examples("validation", True)
+        report = read_json(tmp_path / str(k) / "folds.json")  # the split on record, as for the classifier
+        assert (report["n_folds"], report["fold"], report["fold_seed"]) == (2, k, 3)
+        assert report["validation_ids"] == [ex["id"] for ex in held] and len(report["fold_of"]) == n_questions
         assert not {ex["document_id"] for ex in train} & {ex["document_id"] for ex in held}
         assert len(train) + len(held) == n_questions and not seen & {ex["id"] for ex in held}
         seen |= {ex["id"] for ex in held}
