@@ -282,7 +282,7 @@ def task_fit(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from callbacks.resume import interrupt_exit_code
+    from callbacks.resume import interrupt_exit_code, stop_requested
     from callbacks.throughput import TrainThroughput
     from callbacks.tuning import tune
 
@@ -304,6 +304,8 @@ def task_fit(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     except SIGTERMException:  # Ctrl-C or SIGTERM: callbacks.last_checkpoint wrote last.ckpt
         raise SystemExit(interrupt_exit_code(trainer)) from None
+    if stop_requested(trainer):  # asked to stop after Lightning's last check: stop all the same (last.ckpt is written)
+        raise SystemExit(interrupt_exit_code(trainer))
     checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
     best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
     results = trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True)

@@ -141,6 +141,25 @@ def test_sigterm_from_outside_writes_last_ckpt(uninterrupted: Path, tmp_path: Pa
     assert not (run_dir / "metrics.json").exists()
 
 
+class SigtermAtTrainEnd(Callback):
+    """A SIGTERM after Lightning's last check for one (it looks between batches and epochs), as a Ctrl-C
+    landing while the final checkpoints are written does."""
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        signal.raise_signal(signal.SIGTERM)
+
+
+def test_a_stop_after_the_last_check_still_stops(tmp_path: Path) -> None:
+    """Lightning lets fit return; main.py stops anyway (exit 143, last.ckpt kept, no metrics.json), so a sweep
+    interrupted at that moment marks the trial interrupted instead of going on."""
+    run_dir = tmp_path / "run"
+    result = run_main("+experiment=mrc_curriculum", *TINY_RUN, "export.enabled=false",
+                      f"+callbacks.late_stop._target_={__name__}.SigtermAtTrainEnd", run_dir=run_dir,
+                      cache_dir=tmp_path / "cache", check=False)  # fmt: skip
+    assert result.returncode == 143, result.stdout[-2000:] + result.stderr[-2000:]
+    assert (run_dir / "checkpoints" / "last.ckpt").exists() and not (run_dir / "metrics.json").exists()
+
+
 # ----------------------------------------------------------------------------- units
 
 
