@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import optuna
 import pytest
+from lightning.pytorch import Callback
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from callbacks.optuna_sweep import search_space, trial_overrides
@@ -199,17 +202,23 @@ def test_pruner_presets_and_stable_sweep_dir() -> None:
     }
 
 
+class CtrlCInTrial(Callback):
+    """Test helper, loaded by main.py through Hydra: a Ctrl-C (SIGINT to this process) after the first optimiser
+    step of trial ``trial``. Sent from inside, so the test does not race a trial that lasts a second or two."""
+
+    def __init__(self, trial: int) -> None:
+        self.trial = trial
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.get().job.num == self.trial and trainer.global_step == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
 def test_optuna_study_pruned_interrupted_and_resumed_in_parallel(tmp_path: Path, cache: Path) -> None:
     """4 trials: trial 1 answers nothing (max_answer_length 0) and is pruned at its first validation; Ctrl-C during
     trial 2; the same command resumes: trial 2 runs again (as 3) beside a new trial 4, in 2 worker processes."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from tests.conftest import ROOT
-
     sweep_dir = tmp_path / "sweep"
     command = [
         "hparams_search=optuna", "~hydra.sweeper.params", "model.max_answer_length=choice(0,30)",
@@ -219,17 +228,12 @@ def test_optuna_study_pruned_interrupted_and_resumed_in_parallel(tmp_path: Path,
         "+hydra.sweeper.pruner.lower=1e-9", "hydra.sweeper.enqueue_trials=[{model.max_answer_length:30},"
         "{model.max_answer_length:0},{model.max_answer_length:30}]", *TINY_RUN, "datamodule.max_train_examples=24",
         "callbacks.progress_bar=null", "callbacks.model_summary=null", "trainer.num_sanity_val_steps=0",
-        "export.enabled=false",
+        "export.enabled=false", f"+callbacks.ctrl_c._target_={__name__}.CtrlCInTrial", "+callbacks.ctrl_c.trial=2",
     ]
-    args = [sys.executable, str(ROOT / "main.py"), *command, f"hydra.sweep.dir={sweep_dir}", f"paths.cache_dir={cache}"]
-    env = {**os.environ, "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false"}
-    sweep = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 300
-    while not (sweep_dir / "2" / ".hydra").exists() and sweep.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    sweep.send_signal(signal.SIGINT)  # Ctrl-C while trial 2 runs
-    output, _ = sweep.communicate(timeout=300)
-    assert sweep.returncode != 0, output[-3000:]
+    sweep = run_main(*command, f"hydra.sweep.dir={sweep_dir}", run_dir=sweep_dir / "unused", cache_dir=cache,
+                     check=False)  # fmt: skip
+    output = sweep.stdout + sweep.stderr
+    assert sweep.returncode == 130 and "Ctrl-C: stopping after this batch" in output, output[-3000:]
     first = read_json(sweep_dir / "sweep_summary.json")
     assert [t["state"] for t in first["trials"]] == ["COMPLETE", "PRUNED", "FAIL", "WAITING"], output[-3000:]
 
