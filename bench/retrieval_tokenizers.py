@@ -5,7 +5,8 @@
 
 Datasets:
 
-* ``mrc_sample``: the embedded validation questions against ``data/mrc_sample/corpus.jsonl`` (1761 passages).
+* ``mrc_sample``: the embedded validation questions against ``data/mrc_sample/corpus.jsonl`` (5,361 passages in
+  mrc_sample 1.1).
 * ``klue-nli (proxy)``: when ``../shared/data/klue-nli-v1.1_dev.json`` exists, each hypothesis is a query and
   its premise the gold passage among the 1000 distinct premises.  Real Korean text, but not QA: read it
   as a check on how each tokenizer copes with real morphology, not as a QA recall.
