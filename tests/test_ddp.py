@@ -129,17 +129,24 @@ def test_ddp_scores_equal_the_official_script_over_the_examples_seen(ddp_fit: tu
     assert metrics["f1"] == pytest.approx(reference["f1"], abs=1e-9)
 
 
+def ddp_fit_then_validate_alone(run: list[str], tmp_path: Path) -> tuple[dict, dict, Path, Path]:
+    """Fit ``run`` on 2 CPU processes, then validate its best checkpoint in one: (2-process metrics, 1-process
+    metrics, their run dirs)."""
+    two_dir, one_dir = tmp_path / "ddp", tmp_path / "single"
+    run_main(*run, "trainer=ddp_cpu", run_dir=two_dir, cache_dir=tmp_path / "cache")
+    two = read_json(two_dir / "metrics.json")
+    assert (two_dir / "train_ddp_process_1.log").exists()
+    run_main(*run, "trainer=cpu", "task=validate", f"ckpt_path={two['best_checkpoint']}", run_dir=one_dir,
+             cache_dir=tmp_path / "cache")  # fmt: skip
+    return two, read_json(one_dir / "metrics.json"), two_dir, one_dir
+
+
 def test_ddp_classifier_trains_and_scores_like_one_process(tmp_path: Path) -> None:
     """The classifier's outputs are gathered across ranks (a tensor after the sync, not a list) and
     deduplicated: 25 validation examples leave rank 1 a padded duplicate."""
     run = ["+experiment=nli", *TINY_RUN, "datamodule.max_eval_examples=25"]
-    two_dir, one_dir = tmp_path / "ddp", tmp_path / "single"
-    run_main(*run, "trainer=ddp_cpu", run_dir=two_dir, cache_dir=tmp_path / "cache")
-    two = read_json(two_dir / "metrics.json")
-    assert (two_dir / "train_ddp_process_1.log").exists() and two["global_step"] == 3  # 48 examples: 24 per rank
-    run_main(*run, "trainer=cpu", "task=validate", f"ckpt_path={two['best_checkpoint']}", run_dir=one_dir,
-             cache_dir=tmp_path / "cache")  # fmt: skip
-    one = read_json(one_dir / "metrics.json")
+    two, one, two_dir, one_dir = ddp_fit_then_validate_alone(run, tmp_path)
+    assert two["global_step"] == 3  # 48 examples: 24 per rank
     for key in ("accuracy", "macro_f1", "auprc"):
         assert one[key] == pytest.approx(two[key], abs=1e-6), key
     assert one["examples"] == two["examples"] == two["examples_total"] == 25 and two["examples_missing"] == 0
@@ -156,13 +163,8 @@ def test_ddp_generator_gathers_generated_texts_like_one_process(tmp_path: Path) 
         "datamodule.max_eval_examples=7", "model.generation.max_new_tokens=8", "backbone.tokenizer.vocab_size=800",
         *(f"backbone.config.{k}={v}" for k, v in tiny_gpt.items()),
     ]
-    two_dir, one_dir = tmp_path / "ddp", tmp_path / "single"
-    run_main(*run, "trainer=ddp_cpu", run_dir=two_dir, cache_dir=tmp_path / "cache")
-    two = read_json(two_dir / "metrics.json")
-    assert (two_dir / "train_ddp_process_1.log").exists() and two["global_step"] == 2  # 32 records: 16 per rank
-    run_main(*run, "trainer=cpu", "task=validate", f"ckpt_path={two['best_checkpoint']}", run_dir=one_dir,
-             cache_dir=tmp_path / "cache")  # fmt: skip
-    one = read_json(one_dir / "metrics.json")
+    two, one, two_dir, one_dir = ddp_fit_then_validate_alone(run, tmp_path)
+    assert two["global_step"] == 2  # 32 records: 16 per rank
     for key in ("rouge1", "rouge2", "rougeL"):
         assert one[key] == pytest.approx(two[key], abs=1e-6), key
     predictions = read_json(two_dir / "predictions.json")
