@@ -183,17 +183,17 @@ def save_predictions(run: dict[str, Any], output_dir: Path) -> None:
             write_json(output_dir / "nbest_predictions.json", model.last_nbest)
 
 
-def check_metric_name(cfg: DictConfig) -> None:
-    """A mistyped ``metric=`` fails before training, not after it."""
+def metric_name(cfg: DictConfig) -> str:
+    """``metric=`` (default korquad), checked: tasks call it first, so a mistyped name fails before any work."""
     from models.mrc_metrics import check_metric
 
-    check_metric(str(cfg.get("metric") or "korquad"))
+    return check_metric(str(cfg.get("metric") or "korquad"))
 
 
 def reader_metric(cfg: DictConfig, run: dict[str, Any]) -> dict[str, Any]:
     """``metric=klue_mrc`` or ``squad`` on a reader's validation predictions (under that name in metrics.json),
     beside the KorQuAD EM/F1 that training logs and checkpoints on; the questions scored are those predicted."""
-    metric = str(cfg.get("metric") or "korquad")
+    metric = metric_name(cfg)
     model, datamodule = run["model"], run["datamodule"]
     if metric == "korquad" or not hasattr(model, "last_nbest") or not hasattr(datamodule, "load_examples"):
         return {}
@@ -277,7 +277,7 @@ def eval_metrics(results: list[dict[str, Any]], prefix: str = "val") -> dict[str
 def task_fit(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     """Train (resuming from ``ckpt_path`` when given), then validate the best checkpoint."""
     preflight(cfg, "train", "validation", "test")  # before the imports below: a bad file fails in a second
-    check_metric_name(cfg)
+    metric_name(cfg)
     ckpt = checkpoint_arg(cfg)
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -330,7 +330,7 @@ def task_fit(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
 def task_validate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     ckpt = checkpoint_arg(cfg, "the checkpoint to evaluate (e.g. outputs/.../checkpoints/last.ckpt)")
     preflight(cfg, "validation")
-    check_metric_name(cfg)
+    metric_name(cfg)
     run = build_run(cfg)
     verify_checkpoint(ckpt, run)
     results = run["trainer"].validate(
@@ -373,9 +373,7 @@ def task_score(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     import unicodedata
 
     from datamodules.mrc_formats import load_mrc_examples
-    from models.mrc_metrics import check_metric
-
-    check_metric(str(cfg.get("metric") or "korquad"))
+    metric_name(cfg)
     pred_path = Path(require(cfg, "predictions", "a JSON file {question id: answer text}"))
     gold_path = require(cfg, "datamodule.validation_file", "the gold file to score against")
     if not pred_path.exists():
@@ -415,7 +413,7 @@ def mrc_scores(
     """``metric=`` (korquad | klue_mrc | squad) scores on ``examples``, per ``question_type`` when the gold has it."""
     from models.mrc_metrics import score_against
 
-    return score_against(examples, predictions, str(cfg.get("metric") or "korquad"), gold_path, split)
+    return score_against(examples, predictions, metric_name(cfg), gold_path, split)
 
 
 def task_ensemble(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
@@ -423,7 +421,7 @@ def task_ensemble(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     spans) from run dirs or a sweep dir into predictions.json; the kind is read from the runs' outputs."""
     from models.ensemble import run_ensemble
 
-    return run_ensemble(OmegaConf.to_container(cfg.ensemble, resolve=True), output_dir, str(cfg.get("metric") or "korquad"))
+    return run_ensemble(OmegaConf.to_container(cfg.ensemble, resolve=True), output_dir, metric_name(cfg))
 
 
 def task_retrieve(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
@@ -442,7 +440,6 @@ def task_odqa(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     """Retrieve ``retriever.top_k`` passages per question and read them: one by one (``odqa.mode=separate``,
     the best span by reader score + ``odqa.retriever_weight`` x retriever score) or joined (``concat``)."""
     from datamodules.mrc_formats import load_mrc_examples
-    from models.mrc_metrics import check_metric
     from retrievals.corpus import gold_passage_ids, load_queries
     from retrievals.odqa import (
         MODES,
@@ -456,7 +453,7 @@ def task_odqa(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     mode = str(cfg.odqa.get("mode", "separate"))
     if mode not in MODES:
         raise ValueError(f"odqa.mode={mode!r} is unknown: choose one of {', '.join(MODES)}.")
-    check_metric(str(cfg.get("metric") or "korquad"))
+    metric_name(cfg)
     ckpt = checkpoint_arg(cfg, "the reader checkpoint (a fit run's checkpoints/last.ckpt)")
     split_key = "test" if cfg.datamodule.get("test_file") else "validation"
     questions_file = require(cfg, f"datamodule.{split_key}_file", "the questions to answer")

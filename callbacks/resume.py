@@ -247,15 +247,19 @@ class LastCheckpoint(Checkpoint):
             self._previous_sigint = None
 
 
+def _last_checkpoint(trainer: Trainer) -> LastCheckpoint | None:
+    return next((c for c in trainer.callbacks if isinstance(c, LastCheckpoint)), None)
+
+
 def stop_requested(trainer: Trainer) -> bool:
     """A Ctrl-C or SIGTERM that Lightning took in but never acted on: it checks between batches and epochs,
     so one that lands after its last check (while the final checkpoints are written) lets ``fit`` return."""
-    stopper = next((c for c in trainer.callbacks if isinstance(c, LastCheckpoint)), None)
+    stopper = _last_checkpoint(trainer)
     return bool(trainer.received_sigterm or (stopper is not None and stopper.interrupted_by is not None))
 
 
 def interrupt_exit_code(trainer: Trainer) -> int:
     """The shell's code for the signal that stopped training (130 Ctrl-C, 143 SIGTERM)."""
-    stopper = next((c for c in trainer.callbacks if isinstance(c, LastCheckpoint)), None)
+    stopper = _last_checkpoint(trainer)
     received = stopper.interrupted_by if stopper and stopper.interrupted_by else signal.SIGTERM
     return 128 + int(received)
