@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Sampler
 
+from core.cache import build_once
 from datamodules.files import write_json
 from datamodules.samplers import BabyStepsSampler, CompetenceSampler, CurriculumSampler, SeededShuffleSampler
 
@@ -190,18 +191,23 @@ def file_identity(path: str, key: str = "datamodule.curriculum.teacher_ckpt") ->
 
 def cached_scores(cache_dir: str | None, key: Mapping[str, Any], compute: Callable[[], list[float]]) -> list[float]:
     """``compute()`` once per ``key`` (the data, tokenizer, difficulty and its inputs), kept as JSON under
-    ``cache_dir/difficulty`` (atomic writes: a crash leaves no half file)."""
+    ``cache_dir/difficulty`` (atomic writes: a crash leaves no half file; concurrent runs compute it once)."""
     if cache_dir is None:
         return compute()
     digest = hashlib.sha256(json.dumps({"v": CACHE_VERSION, **key}, sort_keys=True, default=str).encode()).hexdigest()
     path = Path(cache_dir) / "difficulty" / f"{key.get('difficulty', 'scores')}-{digest[:20]}.json"
-    if path.is_file():
+
+    def load() -> list[float]:
         scores = json.loads(path.read_text(encoding="utf-8"))
         log.info("difficulty %s: %d cached scores from %s", key.get("difficulty"), len(scores), path)
         return scores
-    scores = compute()
-    write_json(path, scores)
-    return scores
+
+    def build() -> list[float]:
+        scores = compute()
+        write_json(path, scores)
+        return scores
+
+    return build_once(path, path.is_file, build, load)
 
 
 def data_fingerprint(examples: Sequence[Mapping[str, Any]], tokenizer: Any) -> str:

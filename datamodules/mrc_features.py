@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +26,8 @@ from typing import Any
 
 import torch
 from datasets import Dataset, load_from_disk
+
+from core.cache import build_once, publish_directory
 
 __all__ = [
     "FEATURES_VERSION",
@@ -370,23 +369,16 @@ def cached_features(
     """Build features once per (data, tokenizer, settings) and reload them with ``load_from_disk``.
 
     Arrow on disk rather than pickle: safe to load and memory-mapped. The table is written to a temporary
-    directory and renamed into place, so an interrupted run leaves no half-written cache behind.
+    directory and renamed into place, so an interrupted run leaves no half-written cache behind; concurrent runs
+    build it once (``core.cache``).
     """
     if cache_dir is None:
         return Dataset.from_dict(builder(examples, tokenizer, **settings))
-    root = Path(cache_dir) / "features"
-    final = root / features_fingerprint(builder, examples, tokenizer, settings)
-    if (final / "dataset_info.json").exists():
+    final = Path(cache_dir) / "features" / features_fingerprint(builder, examples, tokenizer, settings)
+
+    def build() -> Dataset:
+        table = Dataset.from_dict(builder(examples, tokenizer, **settings))
+        publish_directory(lambda tmp: table.save_to_disk(str(tmp)), final)
         return load_from_disk(str(final))
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
-    try:
-        Dataset.from_dict(builder(examples, tokenizer, **settings)).save_to_disk(str(tmp))
-        try:
-            os.replace(tmp, final)
-        except OSError:  # another process finished first: its copy is identical
-            if not (final / "dataset_info.json").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return load_from_disk(str(final))
+
+    return build_once(final, (final / "dataset_info.json").exists, build, lambda: load_from_disk(str(final)))

@@ -16,20 +16,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerFast
 
+from core.cache import build_once, publish_directory
+from core.tokenizer_training import SPECIAL_TOKENS, train_tokenizer
 from datamodules.errors import DataFormatError
 
 log = logging.getLogger(__name__)
 
-SPECIAL_TOKENS = {
-    "pad_token": "[PAD]",
-    "unk_token": "[UNK]",
-    "cls_token": "[CLS]",
-    "sep_token": "[SEP]",
-    "mask_token": "[MASK]",
-}
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
 
 
@@ -117,98 +111,7 @@ def _walk_strings(node: Any, wanted: set[str], key: str | None = None) -> Iterat
         yield node
 
 
-# ----------------------------------------------------------------------------- tokenizer training
-
-
-def train_tokenizer(
-    texts: Iterable[str],
-    *,
-    algorithm: str = "wordpiece",
-    vocab_size: int = 8000,
-    min_frequency: int = 2,
-    limit_alphabet: int = 4000,
-    lowercase: bool = False,
-    model_max_length: int = 512,
-    pre_tokenizer: str = "bert",
-    initial_alphabet: str = "",
-) -> PreTrainedTokenizerFast:
-    """Train a BERT-style subword tokenizer with HF ``tokenizers`` and wrap it as a fast tokenizer.
-
-    ``limit_alphabet`` is large on purpose: Korean has thousands of syllables and WordPiece's
-    default of 1,000 would turn rare syllables (and so whole words) into ``[UNK]``.
-    ``pre_tokenizer: metaspace`` (BPE only) marks word starts with ``▁`` as SentencePiece (KoGPT2, KoBART) does,
-    so decoding gives back the exact spacing: what a generator's output text needs. ``bert`` splits off
-    punctuation, and its decoder cannot tell ``30 %`` from ``30%``. ``initial_alphabet``: characters kept in
-    the vocabulary even if the training text lacks them (a prompt template's newline and colon).
-    """
-    alphabet = {"initial_alphabet": list(dict.fromkeys(initial_alphabet))} if initial_alphabet else {}
-    if pre_tokenizer not in ("bert", "metaspace"):
-        raise ValueError(f"backbone.tokenizer.pre_tokenizer={pre_tokenizer!r}: use 'bert' or 'metaspace'")
-    if pre_tokenizer == "metaspace" and algorithm != "bpe":
-        raise ValueError("backbone.tokenizer.pre_tokenizer=metaspace needs backbone.tokenizer.algorithm=bpe")
-    if pre_tokenizer == "metaspace":
-        model = models.BPE(unk_token=SPECIAL_TOKENS["unk_token"])
-        trainer: Any = trainers.BpeTrainer(
-            vocab_size=vocab_size,
-            min_frequency=min_frequency,
-            limit_alphabet=limit_alphabet,
-            special_tokens=list(SPECIAL_TOKENS.values()),
-            **alphabet,
-        )
-        decoder: Any = decoders.Metaspace()
-    elif algorithm == "wordpiece":
-        model = models.WordPiece(unk_token=SPECIAL_TOKENS["unk_token"])
-        trainer = trainers.WordPieceTrainer(
-            vocab_size=vocab_size,
-            min_frequency=min_frequency,
-            limit_alphabet=limit_alphabet,
-            special_tokens=list(SPECIAL_TOKENS.values()),
-            **alphabet,
-        )
-        decoder = decoders.WordPiece()
-    elif algorithm == "bpe":
-        model = models.BPE(unk_token=SPECIAL_TOKENS["unk_token"], continuing_subword_prefix="##")
-        trainer = trainers.BpeTrainer(
-            vocab_size=vocab_size,
-            min_frequency=min_frequency,
-            limit_alphabet=limit_alphabet,
-            continuing_subword_prefix="##",
-            special_tokens=list(SPECIAL_TOKENS.values()),
-            **alphabet,
-        )
-        decoder = decoders.WordPiece()
-    else:
-        raise ValueError(f"backbone.tokenizer.algorithm={algorithm!r}: use 'wordpiece' or 'bpe'")
-
-    tokenizer = Tokenizer(model)
-    steps = [normalizers.NFC()] + ([normalizers.Lowercase()] if lowercase else [])
-    tokenizer.normalizer = normalizers.Sequence(steps)
-    tokenizer.pre_tokenizer = (
-        pre_tokenizers.Metaspace() if pre_tokenizer == "metaspace" else pre_tokenizers.BertPreTokenizer()
-    )
-    tokenizer.decoder = decoder
-    tokenizer.train_from_iterator(texts, trainer=trainer)
-    if algorithm == "wordpiece":
-        # The trainer numbers tokens of equal frequency in hash-map order, which differs between
-        # processes: the same vocabulary then gets other ids, so the same seed trains another model.
-        # WordPiece only looks tokens up by string, so sorted ids change nothing but reproducibility.
-        specials = list(SPECIAL_TOKENS.values())
-        ordered = specials + sorted(set(tokenizer.get_vocab()) - set(specials))
-        tokenizer.model = models.WordPiece(
-            {token: i for i, token in enumerate(ordered)}, unk_token=SPECIAL_TOKENS["unk_token"]
-        )
-    cls_id = tokenizer.token_to_id(SPECIAL_TOKENS["cls_token"])
-    sep_id = tokenizer.token_to_id(SPECIAL_TOKENS["sep_token"])
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
-    )
-    # BertTokenizerFast(vocab_file=...) would rebuild a special-tokens-only vocab in transformers 5.x,
-    # so wrap the trained object directly.
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, model_max_length=model_max_length, **SPECIAL_TOKENS
-    )
+# ----------------------------------------------------------------------------- tokenizer quality
 
 
 def unknown_token_rate(tokenizer: PreTrainedTokenizerFast, texts: Iterable[str]) -> float:
@@ -225,7 +128,7 @@ def unknown_token_rate(tokenizer: PreTrainedTokenizerFast, texts: Iterable[str])
 
 
 # Bump when train_tokenizer changes what it produces, so cached tokenizers are not reused.
-TOKENIZER_VERSION = 2
+TOKENIZER_VERSION = 3
 
 
 def _fingerprint(texts: list[str], settings: dict[str, Any]) -> str:
@@ -234,6 +137,19 @@ def _fingerprint(texts: list[str], settings: dict[str, Any]) -> str:
         digest.update(text.encode("utf-8"))
         digest.update(b"\x00")
     return digest.hexdigest()[:16]
+
+
+def cached_tokenizer(directory: Path, texts: list[str], settings: dict[str, Any]) -> PreTrainedTokenizerFast:
+    """The tokenizer saved in ``directory``, trained and saved there first by one run at a time."""
+
+    def load() -> PreTrainedTokenizerFast:
+        return AutoTokenizer.from_pretrained(str(directory))
+
+    def build() -> PreTrainedTokenizerFast:
+        publish_directory(train_tokenizer(texts, **settings).save_pretrained, directory)
+        return load()  # as every later run reads it: the run that trains it gets the very same object
+
+    return build_once(directory, lambda: (directory / "tokenizer.json").exists(), build, load)
 
 
 def tiny_backbone(
@@ -260,14 +176,10 @@ def tiny_backbone(
     # Deduplicate (contexts repeat once per question) while keeping a stable order.
     texts = list(dict.fromkeys(texts))
     settings = {"tokenizer": dict(tokenizer), "fields": list(text_fields)}
-    cached = Path(cache_dir) / "tokenizers" / _fingerprint(texts, settings) if cache_dir else None
-    if cached is not None and (cached / "tokenizer.json").exists():
-        tok = AutoTokenizer.from_pretrained(str(cached))
-        log.info("Reusing cached tokenizer %s", cached)
-    else:
+    if cache_dir is None:
         tok = train_tokenizer(texts, **tokenizer)
-        if cached is not None:
-            tok.save_pretrained(cached)
+    else:
+        tok = cached_tokenizer(Path(cache_dir) / "tokenizers" / _fingerprint(texts, settings), texts, tokenizer)
     unk = unknown_token_rate(tok, texts[:500])
     if unk > 0.01:
         log.warning("Tiny tokenizer maps %.1f%% of training tokens to [UNK]: raise limit_alphabet", 100 * unk)

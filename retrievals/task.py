@@ -16,6 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from core.cache import build_lock
 from datamodules.errors import DataFormatError
 from datamodules.files import write_json
 from retrievals.base import Retriever, SearchResult, read_manifest
@@ -77,21 +78,34 @@ def prepare_retriever(
     if not task["allow_missing_gold"]:
         check_gold_in_corpus(queries, passages, corpus_file, questions_file)
     fresh = _instantiate(cfg)
-    index_dir = Path(task["index_dir"]) if task["index_dir"] else None
     info: dict[str, Any] = {"corpus_file": str(corpus_file), "passages": len(passages)}
-    if index_dir is not None and (index_dir / "manifest.json").exists() and not task["rebuild_index"]:
-        start = time.perf_counter()
-        read_manifest(index_dir)
-        retriever = Retriever.load(
-            index_dir, passages=passages, tokenizer=fresh.tokenizer.config, params=fresh.params(),
-            index_title=fresh.index_title, cache_dir=fresh.cache_dir, engine=fresh.engine,
-        )
-        info.update(index_loaded=True, index_load_seconds=round(time.perf_counter() - start, 4))
-        log.info("Loaded the %s index %s (%d passages)", retriever.kind, index_dir, len(passages))
-        return retriever, passages, info
+    if not task["index_dir"]:
+        return _build_index(fresh, passages, corpus_file, info), passages, info
+    index_dir = Path(task["index_dir"])
+    with build_lock(index_dir):  # concurrent runs on one index_dir: one builds and saves, the others load
+        if (index_dir / "manifest.json").exists() and not task["rebuild_index"]:
+            start = time.perf_counter()
+            read_manifest(index_dir)
+            retriever = Retriever.load(
+                index_dir, passages=passages, tokenizer=fresh.tokenizer.config, params=fresh.params(),
+                index_title=fresh.index_title, cache_dir=fresh.cache_dir, engine=fresh.engine,
+            )
+            info.update(index_loaded=True, index_load_seconds=round(time.perf_counter() - start, 4))
+            log.info("Loaded the %s index %s (%d passages)", retriever.kind, index_dir, len(passages))
+            return retriever, passages, info
+        _build_index(fresh, passages, corpus_file, info).save(index_dir)
+    info["index_dir"] = str(index_dir)
+    log.info("Saved the %s index to %s", fresh.kind, index_dir)
+    return fresh, passages, info
+
+
+def _build_index(
+    retriever: Retriever, passages: list[Passage], corpus_file: str | os.PathLike[str], info: dict[str, Any]
+) -> Retriever:
+    """Index ``passages``; the seconds it took go into ``info``."""
     start = time.perf_counter()
-    fresh.index(passages, source=str(corpus_file))
-    tokenize_s, build_s = fresh.tokenize_seconds or 0.0, fresh.index_seconds or 0.0
+    retriever.index(passages, source=str(corpus_file))
+    tokenize_s, build_s = retriever.tokenize_seconds or 0.0, retriever.index_seconds or 0.0
     info.update(
         index_loaded=False,
         # tokenising (or reading the token cache) + building; index_wall_seconds adds one-off start-up
@@ -101,11 +115,7 @@ def prepare_retriever(
         build_seconds=round(build_s, 4),
         index_wall_seconds=round(time.perf_counter() - start, 4),
     )
-    if index_dir is not None:
-        fresh.save(index_dir)
-        info["index_dir"] = str(index_dir)
-        log.info("Saved the %s index to %s", fresh.kind, index_dir)
-    return fresh, passages, info
+    return retriever
 
 
 def check_gold_in_corpus(

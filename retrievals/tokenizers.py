@@ -23,6 +23,7 @@ tokenizer fingerprints, so a 60k-passage corpus is tokenised once.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -39,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from core.cache import build_lock, build_once
 from datamodules.files import write_text_atomic
 
 __all__ = [
@@ -209,21 +211,28 @@ class Tokenizer:
         for text in texts:
             key.update(text.encode("utf-8"))
             key.update(b"\x00")
-        cached = Path(cache_dir) / "retrieval" / "hf_tokenizers" / f"{key.hexdigest()[:20]}.json" if cache_dir else None
-        if cached is not None and cached.exists():
-            self._set_hf(cached.read_text(encoding="utf-8"))
-            return self
-        from models.backbone import train_tokenizer
-
-        start = time.perf_counter()
         lowercase = bool(self._config["lowercase"])
-        trained = train_tokenizer((_normalise(t, lowercase) for t in texts), vocab_size=vocab_size)
-        log.info("Trained a %d-piece WordPiece vocabulary for retrieval in %.1fs", vocab_size,
-                 time.perf_counter() - start)
-        as_json = trained.backend_tokenizer.to_str()
-        if cached is not None:
-            _atomic_write_text(cached, as_json)
-        self._set_hf(as_json)
+
+        def train() -> str:
+            # imports transformers: only when a vocabulary is trained
+            from core.tokenizer_training import train_tokenizer
+
+            start = time.perf_counter()
+            trained = train_tokenizer((_normalise(t, lowercase) for t in texts), vocab_size=vocab_size)
+            log.info("Trained a %d-piece WordPiece vocabulary for retrieval in %.1fs", vocab_size,
+                     time.perf_counter() - start)
+            return trained.backend_tokenizer.to_str()
+
+        if cache_dir is None:
+            self._set_hf(train())
+            return self
+        cached = Path(cache_dir) / "retrieval" / "hf_tokenizers" / f"{key.hexdigest()[:20]}.json"
+
+        def build() -> str:
+            _atomic_write_text(cached, train())
+            return cached.read_text(encoding="utf-8")
+
+        self._set_hf(build_once(cached, cached.exists, build, lambda: cached.read_text(encoding="utf-8")))
         return self
 
     def _set_hf(self, as_json: str) -> None:
@@ -379,20 +388,41 @@ def tokenize_corpus(
     corpus_key: str,
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> TokenizedCorpus:
-    """Tokenise ``texts`` (the corpus identified by ``corpus_key``), reusing the on-disk cache when present."""
-    folder = None
-    if cache_dir:
-        key = hashlib.sha256(f"{corpus_key}\x00{tokenizer.fingerprint()}".encode()).hexdigest()[:24]
-        folder = Path(cache_dir) / "retrieval" / "tokens" / key
-        if (folder / "tokens.npz").exists() and (folder / "tokens.vocab.json").exists():
-            try:
-                corpus = TokenizedCorpus.load(folder)
-            except (OSError, ValueError, KeyError) as error:
-                log.warning("Ignoring unreadable token cache %s (%s)", folder, error)
-            else:
-                if len(corpus) == len(texts):
-                    log.info("Reusing tokenised corpus %s", folder)
-                    return corpus
+    """Tokenise ``texts`` (the corpus identified by ``corpus_key``), reusing the on-disk cache when present.
+
+    Concurrent runs on one cache tokenise it once: the others wait for the lock and read the result.
+    """
+    if not cache_dir:
+        return _tokenize_texts(tokenizer, texts)
+    key = hashlib.sha256(f"{corpus_key}\x00{tokenizer.fingerprint()}".encode()).hexdigest()[:24]
+    folder = Path(cache_dir) / "retrieval" / "tokens" / key
+    corpus = _cached_tokens(folder, len(texts))
+    if corpus is not None:
+        return corpus
+    with build_lock(folder):
+        corpus = _cached_tokens(folder, len(texts))
+        if corpus is None:
+            corpus = _tokenize_texts(tokenizer, texts)
+            corpus.save(folder)
+    return corpus
+
+
+def _cached_tokens(folder: Path, size: int) -> TokenizedCorpus | None:
+    """The tokenised corpus saved in ``folder``; None when absent, unreadable or of another size."""
+    if not ((folder / "tokens.npz").exists() and (folder / "tokens.vocab.json").exists()):
+        return None
+    try:
+        corpus = TokenizedCorpus.load(folder)
+    except (OSError, ValueError, KeyError) as error:
+        log.warning("Ignoring unreadable token cache %s (%s)", folder, error)
+        return None
+    if len(corpus) != size:
+        return None
+    log.info("Reusing tokenised corpus %s", folder)
+    return corpus
+
+
+def _tokenize_texts(tokenizer: Tokenizer, texts: Sequence[str]) -> TokenizedCorpus:
     start = time.perf_counter()
     # Processes only on request (num_workers >= 2): on 2 shared cores they did not pay (60k passages,
     # char bigrams: 13.9 s in one process, 16.6 s in two), as the texts travel to the workers.
@@ -401,8 +431,6 @@ def tokenize_corpus(
     else:
         corpus = TokenizedCorpus.from_lists(tokenizer.tokenize(texts))
     log.info("Tokenised %d passages with %s in %.1fs", len(texts), tokenizer.name, time.perf_counter() - start)
-    if folder is not None:
-        corpus.save(folder)
     return corpus
 
 
@@ -442,6 +470,13 @@ def _atomic_write_text(path: Path, text: str) -> None:
 def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp.npz")
-    with os.fdopen(fd, "wb") as handle:
-        np.savez(handle, **arrays)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, **arrays)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

@@ -35,20 +35,35 @@ TINY_BACKBONE = [
 TINY_RUN = TINY_LOOP + TINY_BACKBONE
 
 
+def main_command(*overrides: str, run_dir: Path, cache_dir: Path | None = None) -> list[str]:
+    """The ``python main.py`` command line, run dir (and feature cache) under the test's tmp dir."""
+    args = [sys.executable, str(ROOT / "main.py"), *overrides, f"hydra.run.dir={run_dir}"]
+    return args + ([f"paths.cache_dir={cache_dir}"] if cache_dir is not None else [])
+
+
+def main_env(env: dict | None = None) -> dict:
+    return {
+        **os.environ, "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false", "HYDRA_FULL_ERROR": "0", **(env or {})
+    }
+
+
 def run_main(
     *overrides: str, run_dir: Path, cache_dir: Path | None = None, check: bool = True, env: dict | None = None
 ):
     """``python main.py <overrides>`` with its run dir (and feature cache) under the test's tmp dir."""
-    args = [sys.executable, str(ROOT / "main.py"), *overrides, f"hydra.run.dir={run_dir}"]
-    if cache_dir is not None:
-        args.append(f"paths.cache_dir={cache_dir}")
-    env = {
-        **os.environ, "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false", "HYDRA_FULL_ERROR": "0", **(env or {})
-    }
-    result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    args = main_command(*overrides, run_dir=run_dir, cache_dir=cache_dir)
+    result = subprocess.run(args, cwd=ROOT, env=main_env(env), capture_output=True, text=True, timeout=600)
     if check and result.returncode != 0:
         raise AssertionError(f"main.py failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
     return result
+
+
+def start_main(*overrides: str, run_dir: Path, cache_dir: Path | None = None, env: dict | None = None):
+    """``python main.py <overrides>`` started in the background (a ``subprocess.Popen``; output to files)."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    out = open(run_dir.parent / f"{run_dir.name}.out", "w", encoding="utf-8")  # noqa: SIM115 - closed with the process
+    args = main_command(*overrides, run_dir=run_dir, cache_dir=cache_dir)
+    return subprocess.Popen(args, cwd=ROOT, env=main_env(env), stdout=out, stderr=subprocess.STDOUT, text=True)
 
 
 def read_json(path: Path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -216,28 +217,43 @@ class CtrlCInTrial(Callback):
             os.kill(os.getpid(), signal.SIGINT)
 
 
-def test_optuna_study_pruned_interrupted_and_resumed_in_parallel(tmp_path: Path, cache: Path) -> None:
-    """4 trials: trial 1 answers nothing (max_answer_length 0) and is pruned at its first validation; Ctrl-C during
+class PruneUnanswerable(optuna.pruners.BasePruner):
+    """Test helper: prunes a trial at its first validation when it cannot answer (max_answer_length 0). A threshold
+    on F1 would also prune a 3-step model that answered wrongly by chance; this depends on the parameters alone."""
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        return trial.params.get("model.max_answer_length") == 0
+
+
+def test_optuna_study_pruned_interrupted_and_resumed_in_parallel(tmp_path: Path) -> None:
+    """4 trials: trial 1 answers nothing (max_answer_length 0, F1 0) and is pruned at its first validation; Ctrl-C during
     trial 2; the same command resumes: trial 2 runs again (as 3) beside a new trial 4, in 2 worker processes."""
     sweep_dir = tmp_path / "sweep"
     command = [
         "hparams_search=optuna", "~hydra.sweeper.params", "model.max_answer_length=choice(0,30)",
         "model.optimizer.lr=tag(log,interval(1e-3,5e-3))", "model.n_best_size=tag(int,interval(5,20))",
-        "hydra.sweeper.n_trials=4", "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner",
-        "~hydra.sweeper.pruner.n_startup_trials", "hydra.sweeper.pruner.n_warmup_steps=0",
-        "+hydra.sweeper.pruner.lower=1e-9", "hydra.sweeper.enqueue_trials=[{model.max_answer_length:30},"
+        "hydra.sweeper.n_trials=4", f"hydra.sweeper.pruner._target_={__name__}.PruneUnanswerable",
+        "~hydra.sweeper.pruner.n_startup_trials", "~hydra.sweeper.pruner.n_warmup_steps",
+        "hydra.sweeper.enqueue_trials=[{model.max_answer_length:30},"
         "{model.max_answer_length:0},{model.max_answer_length:30}]", *TINY_RUN, "datamodule.max_train_examples=24",
         "callbacks.progress_bar=null", "callbacks.model_summary=null", "trainer.num_sanity_val_steps=0",
         "export.enabled=false", f"+callbacks.ctrl_c._target_={__name__}.CtrlCInTrial", "+callbacks.ctrl_c.trial=2",
     ]
-    sweep = run_main(*command, f"hydra.sweep.dir={sweep_dir}", run_dir=sweep_dir / "unused", cache_dir=cache,
+    own_cache = tmp_path / "cache"
+    sweep = run_main(*command, f"hydra.sweep.dir={sweep_dir}", run_dir=sweep_dir / "unused", cache_dir=own_cache,
                      check=False)  # fmt: skip
     output = sweep.stdout + sweep.stderr
     assert sweep.returncode == 130 and "Ctrl-C: stopping after this batch" in output, output[-3000:]
     first = read_json(sweep_dir / "sweep_summary.json")
     assert [t["state"] for t in first["trials"]] == ["COMPLETE", "PRUNED", "FAIL", "WAITING"], output[-3000:]
 
-    run_sweep(*command, "hparams_search.n_jobs=2", sweep_dir=sweep_dir, cache_dir=cache)  # the same command again
+    # the same command again, its 2 worker processes on one cold cache (they must build each entry once)
+    shutil.rmtree(own_cache)
+    run_sweep(*command, "hparams_search.n_jobs=2", sweep_dir=sweep_dir, cache_dir=own_cache)
+    assert len([p for p in (own_cache / "tokenizers").iterdir() if not p.name.startswith(".")]) == 1
+    assert not list(own_cache.rglob(".tmp-*"))
+    tokenizers = {(sweep_dir / str(n) / "backbone" / "tokenizer.json").read_bytes() for n in (0, 3, 4)}
+    assert len(tokenizers) == 1  # the tokenizer trial 0 trained alone, rebuilt by one of the two workers
     summary = read_json(sweep_dir / "sweep_summary.json")
     trials = summary["trials"]
     assert [t["state"] for t in trials][:4] == ["COMPLETE", "PRUNED", "FAIL", "COMPLETE"]
@@ -247,7 +263,7 @@ def test_optuna_study_pruned_interrupted_and_resumed_in_parallel(tmp_path: Path,
     assert (trials[3]["retry_of"], trials[3]["params"]) == (2, trials[2]["params"])  # retried, same parameters
     assert summary["states"] == {"COMPLETE": 2 + (trials[4]["state"] == "COMPLETE"), "PRUNED": 1 + (trials[4]["state"] == "PRUNED"), "FAIL": 1}
     for trial in (trials[0], trials[3]):
-        assert trial["value"] == read_json(sweep_dir / str(trial["number"]) / "metrics.json")["f1"] > 0
+        assert trial["value"] == read_json(sweep_dir / str(trial["number"]) / "metrics.json")["f1"] >= 0
     # trials 3 and 4 ran at the same time (two processes sharing the SQLite study)
     assert trials[3]["started"] < trials[4]["finished"] and trials[4]["started"] < trials[3]["finished"]
     study = optuna.load_study(study_name=summary["study_name"], storage=summary["storage"])
