@@ -10,7 +10,9 @@ checkpoint. Two things it leaves out are added here:
 * the random-number generators (dropout masks), kept in the checkpoint by ``ExactResume``.
 
 ``LastCheckpoint`` writes ``last.ckpt`` at every validation, every ``every_n_train_steps`` optimiser
-steps, when ``trainer.max_steps`` ends training mid-epoch, and when Ctrl-C or SIGTERM stops the run.
+steps, when ``trainer.max_steps`` ends training mid-epoch, and when Ctrl-C or SIGTERM stops the run. It also
+makes every checkpoint of the fit atomic (``AtomicCheckpointIO``), so a SIGKILL, which no handler sees, leaves
+the previous ``last.ckpt`` whole: see docs/resume.md.
 """
 
 from __future__ import annotations
@@ -25,13 +27,17 @@ from typing import Any
 
 import numpy as np
 import torch
+from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
+from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import Callback, Checkpoint
+from lightning.pytorch.callbacks import Callback, Checkpoint, ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import BatchSampler, DataLoader
 
+from datamodules.files import atomic_open, remove_stale_temps
 from datamodules.samplers import SkipFirst
 
 log = logging.getLogger(__name__)
@@ -153,6 +159,37 @@ class ExactResume(Callback):
             )
 
 
+# ----------------------------------------------------------------------------- atomic checkpoints
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` into a temp file beside the checkpoint, fsync, rename (``datamodules.files.atomic_open``).
+
+    Lightning's own save (``_atomic_save``) writes through an fsspec transaction, whose local temp file is
+    made by ``tempfile.mkstemp`` in ``$TMPDIR`` and moved with ``shutil.move``: across filesystems (a tmpfs
+    ``/tmp``, outputs on another disk) that move is a copy into the checkpoint itself, so a SIGKILL during it
+    leaves a truncated checkpoint; on one filesystem it leaves a checkpoint-sized temp in ``$TMPDIR`` that
+    nothing removes. It also serialises the whole checkpoint into memory first. Here the bytes stream to a
+    temp in the checkpoint's own directory. Remote paths (``s3://``, ...) keep Lightning's way.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
+        if storage_options is not None or not _is_local_file_protocol(path):
+            super().save_checkpoint(checkpoint, path, storage_options=storage_options)
+            return
+        with atomic_open(Path(str(path).removeprefix("file://")), binary=True) as handle:
+            torch.save(checkpoint, handle)
+
+
+def install_atomic_checkpoint_io(trainer: Trainer) -> bool:
+    """Use ``AtomicCheckpointIO`` for ``trainer``'s checkpoints when it has Lightning's default IO (a custom or
+    wrapping plugin, e.g. async saving, is left alone); returns whether it is in place."""
+    strategy = trainer.strategy
+    if type(strategy.checkpoint_io) is TorchCheckpointIO:
+        strategy.checkpoint_io = AtomicCheckpointIO()
+    return isinstance(strategy.checkpoint_io, AtomicCheckpointIO)
+
+
 # ----------------------------------------------------------------------------- last.ckpt
 
 
@@ -163,6 +200,9 @@ class LastCheckpoint(Checkpoint):
     steps (null: never), when ``trainer.max_steps`` is reached (at that batch's end, so a resume continues
     the epoch), at the end of training, and when Ctrl-C or SIGTERM stops the run. The first Ctrl-C asks
     Lightning to stop after the current batch, as SIGTERM does; a second one stops at once.
+
+    At the start of a fit it makes every checkpoint atomic (``install_atomic_checkpoint_io``) and deletes the
+    temp files a writer killed mid-write left in the checkpoint directories (a run resumed in place).
     """
 
     FILE_NAME = "last.ckpt"
@@ -191,6 +231,19 @@ class LastCheckpoint(Checkpoint):
 
     def _fitting(self, trainer: Trainer) -> bool:
         return trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking and not trainer.fast_dev_run
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage != TrainerFn.FITTING:
+            return
+        if not install_atomic_checkpoint_io(trainer):
+            log.info("%s is not Lightning's default: checkpoints are written its way",
+                     type(trainer.strategy.checkpoint_io).__name__)
+        if trainer.is_global_zero:
+            directories = {self.dirpath, *(Path(c.dirpath) for c in trainer.checkpoint_callbacks
+                                           if isinstance(c, ModelCheckpoint) and c.dirpath)}
+            for directory in sorted(directories):
+                for stale in remove_stale_temps(directory):
+                    log.warning("Removed %s, left by a checkpoint write that was killed", stale)
 
     # ------------------------------------------------------------------ when
 
