@@ -3,19 +3,24 @@
 Both write what they found to the run directory (``lr_finder.png``, ``lr_finder.json``,
 ``batch_size_finder.json``) and, unless ``tune.apply=false``, train with it: the suggested LR goes into
 ``model.hparams.optimizer.lr`` (so the checkpoint records it) and the batch size into the datamodule's
-``batch_size``. The batch size is searched first, as the best LR depends on it.
+``batch_size``. The batch size is searched first, as the best LR depends on it. On CPU the search keeps to a
+memory budget (``tune.max_memory_fraction``, docs/tuning.md): nothing raises an out-of-memory error there, so
+Lightning's own search would double the batch until the kernel's OOM killer ends the process.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.callbacks import BatchSizeFinder
 from lightning.pytorch.tuner import Tuner
 
+from callbacks.batch_size_search import BudgetedBatchSizeFinder
 from datamodules.files import write_json
 
 log = logging.getLogger(__name__)
@@ -43,6 +48,34 @@ def tune(
     return found
 
 
+def memory_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The memory keys of ``tune:``, checked before any work; the finder's keyword arguments."""
+    fraction = settings.get("max_memory_fraction", 0.5)
+    if not _number(fraction) or not 0 < fraction <= 1:
+        raise ValueError(
+            f"tune.max_memory_fraction={fraction!r} must be a number in (0, 1]: the share of the memory available "
+            "when the batch-size search starts that it may use (e.g. 0.5)."
+        )
+    cap = settings.get("max_memory_bytes")
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap <= 0):
+        raise ValueError(
+            f"tune.max_memory_bytes={cap!r} must be null or a positive number of bytes the batch-size search may "
+            "add to what the process holds (e.g. 4000000000)."
+        )
+    hard = settings.get("memory_hard_limit", 1.5)
+    if not _number(hard) or hard < 1:
+        raise ValueError(f"tune.memory_hard_limit={hard!r} must be a multiple of the memory budget, at least 1 (e.g. 1.5).")
+    poll = settings.get("memory_poll_interval", 0.005)
+    if not _number(poll) or poll <= 0:
+        raise ValueError(f"tune.memory_poll_interval={poll!r} must be a positive number of seconds (e.g. 0.005).")
+    return {"max_memory_fraction": float(fraction), "max_memory_bytes": cap, "hard_limit": float(hard),
+            "poll_interval": float(poll)}  # fmt: skip
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def find_batch_size(
     settings: Mapping[str, Any],
     trainer: Trainer,
@@ -50,7 +83,9 @@ def find_batch_size(
     datamodule: LightningDataModule,
     output_dir: Path,
 ) -> int | None:
-    """``Tuner.scale_batch_size`` on the datamodule's ``batch_size``; writes batch_size_finder.json."""
+    """Lightning's batch-size search on the datamodule's ``batch_size``, kept to a memory budget on CPU and to
+    the training set's size; writes batch_size_finder.json (the size, why the search stopped, each trial)."""
+    memory = memory_settings(settings)
     if trainer.world_size > 1:
         raise ValueError(
             "tune.batch_size runs on one device (Lightning's finder does not support distributed strategies): "
@@ -59,31 +94,41 @@ def find_batch_size(
     if not hasattr(datamodule, "batch_size"):
         raise ValueError(f"tune.batch_size: {type(datamodule).__name__} has no batch_size attribute to scale.")
     initial = datamodule.batch_size
-    extra = {"max_val": int(settings["max_val"])} if settings.get("max_val") is not None else {}
-    size = Tuner(trainer).scale_batch_size(
-        model,
-        datamodule=datamodule,
+    steps = int(settings.get("steps_per_trial", 3))
+    default_max = inspect.signature(BatchSizeFinder.__init__).parameters["max_val"].default  # Lightning's 8192
+    max_val = int(settings["max_val"]) if settings.get("max_val") is not None else int(default_max)
+    if max_val < 1:
+        raise ValueError(f"tune.max_val={max_val} must be a batch size of at least 1 (or null: Lightning's {default_max}).")
+    finder = BudgetedBatchSizeFinder(
         mode=settings["batch_size"],
-        steps_per_trial=int(settings.get("steps_per_trial", 3)),
+        steps_per_trial=steps,
         init_val=int(settings.get("init_val", 2)),
         max_trials=int(settings.get("max_trials", 25)),
-        batch_arg_name="batch_size",
-        **extra,
+        largest=max_val,
+        **memory,
     )
+    # Tuner.scale_batch_size, with this finder instead of its plain BatchSizeFinder (it takes no other)
+    trainer.callbacks = [finder, *trainer.callbacks]
+    report = {"mode": settings["batch_size"], "initial_batch_size": initial, "steps_per_trial": steps}
+    report["device"] = str(trainer.strategy.root_device)
+    try:
+        trainer.fit(model, datamodule=datamodule)
+    except ValueError:  # no size fits: the trials that ran say why
+        write_json(output_dir / "batch_size_finder.json", {"batch_size": None, **report, **finder.report()})
+        raise
+    finally:
+        trainer.callbacks = [c for c in trainer.callbacks if c is not finder]
+    size = finder.optimal_batch_size
     apply = bool(settings.get("apply", True)) and size is not None
     datamodule.batch_size = size if apply else initial
     write_json(
         output_dir / "batch_size_finder.json",
-        {
-            "batch_size": size,
-            "mode": settings["batch_size"],
-            "initial_batch_size": initial,
-            "applied": apply,
-            "steps_per_trial": int(settings.get("steps_per_trial", 3)),
-            "device": str(trainer.strategy.root_device),
-        },
+        {"batch_size": size, **report, "applied": apply, **finder.report()},
     )
-    log.info("batch-size finder: %s (%s)", size, "used" if apply else f"not used, training with {initial}")
+    log.info(
+        "batch-size finder: %s (stopped: %s; %s)", size, finder.stopped,
+        "used" if apply else f"not used, training with {initial}",
+    )
     return size
 
 
