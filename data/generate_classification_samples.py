@@ -429,13 +429,18 @@ def generate(seed: int, out: Path) -> dict[str, Any]:
     return summary
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, default=17, help="random seed (default 17)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="parent directory of re_sample/ and nli_sample/")
+def cli(make: Callable[[int, Path], dict[str, Any]], doc: str, seed: int, folders: str) -> None:
+    """``--seed`` / ``--out`` from the command line, then what ``make`` wrote, per split (the STS generator's too)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=seed, help=f"random seed (default {seed})")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"parent directory of {folders}")
     args = parser.parse_args()
-    for name, counts in generate(args.seed, args.out).items():
+    for name, counts in make(args.seed, args.out).items():
         print(name, sum(counts.values()), counts)
+
+
+def main() -> None:
+    cli(generate, __doc__, 17, "re_sample/ and nli_sample/")
 
 
 if __name__ == "__main__":

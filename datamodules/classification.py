@@ -60,7 +60,8 @@ class Entity(TypedDict):
 class ClassificationExample(TypedDict):
     id: str
     texts: list[str]
-    label: str | None
+    # a class name; a real number for datamodules/regression.py
+    label: str | float | None
     entities: list[Entity]
 
 
@@ -182,7 +183,8 @@ def label_name(value: Any, src: Path, record: str, field: str, class_names: Sequ
         if not value.is_integer():
             raise DataFormatError(
                 src, record, f"{field}={value} is a real-valued score, not a class",
-                "classify a discrete field instead (KLUE-STS: datamodule.label_field=labels.binary-label)",
+                "classify a discrete field instead (KLUE-STS: datamodule.label_field=labels.binary-label), or "
+                "regress the score: model=regressor datamodule=regression (docs/sts.md)",
             )
         value = int(value)
     if isinstance(value, int):
@@ -420,13 +422,17 @@ class ClassificationDataModule(LightningDataModule):
         return value
 
     def label(self, row: Mapping[str, Any], src: Path, record: str, labels: str,
-              class_names: Sequence[str] | None) -> str | None:
+              class_names: Sequence[str] | None) -> str | float | None:
         value = lookup(row, self.label_field)
         if value is MISSING or value is None or value == "":
             if labels == "all":
                 raise DataFormatError(src, record, f"no label under {self.label_field!r} (its keys: {sorted(row)[:10]})",
                                       "set datamodule.label_field to the label's key (dotted for nested ones)")
             return None
+        return self.label_value(value, src, record, class_names)
+
+    def label_value(self, value: Any, src: Path, record: str, class_names: Sequence[str] | None) -> str | float:
+        """A record's label value as the model learns it: its class name."""
         return label_name(value, src, record, self.label_field, class_names)
 
     def make_example(self, row: Mapping[str, Any], index: int, src: Path, labels: str,
@@ -461,7 +467,7 @@ class ClassificationDataModule(LightningDataModule):
         if self.n_folds is None:
             return train, self.validation_examples()
         groups = [self.groups[ex["id"]] for ex in train] if self.fold_group else None
-        folds = fold_assignment([ex["label"] for ex in train], self.n_folds, self.fold_seed, groups)
+        folds = fold_assignment(self.strata(train), self.n_folds, self.fold_seed, groups)
         if groups is None:
             warn_leaks([tuple(ex["texts"]) for ex in train], folds, self.fold, "text", "the RE sentence")
         self.fold_ids = {ex["id"]: k for ex, k in zip(train, folds, strict=True)}
@@ -470,6 +476,10 @@ class ClassificationDataModule(LightningDataModule):
         log.info("fold %d of %d (seed %d): %d training, %d held-out examples", self.fold, self.n_folds,
                  self.fold_seed, len(rest), len(held_out))
         return rest, held_out
+
+    def strata(self, examples: Sequence[ClassificationExample]) -> list[str]:
+        """What the K-fold split keeps in proportion in every fold: the class."""
+        return [str(ex["label"]) for ex in examples]
 
     def validation_examples(self) -> list[ClassificationExample]:
         if self.n_folds is not None:
@@ -531,9 +541,13 @@ class ClassificationDataModule(LightningDataModule):
 
     def features(self, examples: Sequence[ClassificationExample]) -> FeatureTable:
         columns = self.encode(examples)
-        columns["labels"] = [self.label_ids[ex["label"]] if ex["label"] is not None else -100 for ex in examples]
+        columns["labels"] = [self.target(ex) for ex in examples]
         columns["index"] = list(range(len(examples)))
         return FeatureTable(columns, self.feature_keys())
+
+    def target(self, example: ClassificationExample) -> int | float:
+        """The ``labels`` value the model trains on: the class id (-100: no label, ignored by the loss)."""
+        return self.label_ids[example["label"]] if example["label"] is not None else -100
 
     def feature_keys(self) -> tuple[str, ...]:
         return FEATURE_KEYS
@@ -563,15 +577,19 @@ class ClassificationDataModule(LightningDataModule):
         spec = self.curriculum
         if spec.difficulty in TEXT_DIFFICULTIES:
             return TEXT_DIFFICULTIES[spec.difficulty](examples, self.tokenizer)
-        from models.classifier import SequenceClassifier
-
         key = {
             "difficulty": spec.difficulty, "data": data_fingerprint(examples, self.tokenizer),
             "max_seq_length": self.max_seq_length, "teacher": file_identity(str(spec.teacher_ckpt)),
         }  # fmt: skip
         loader = self._loader(self.train_features)
         return cached_scores(self.cache_dir, key,
-                             lambda: teacher_losses(spec, SequenceClassifier, self.tokenizer, loader))
+                             lambda: teacher_losses(spec, self.teacher_class(), self.tokenizer, loader))
+
+    def teacher_class(self) -> type:
+        """The module a ``curriculum.difficulty=loss`` teacher checkpoint is rebuilt as."""
+        from models.classifier import SequenceClassifier
+
+        return SequenceClassifier
 
     def _set_eval(self, split: str, examples: list[ClassificationExample]) -> None:
         self._eval[split] = (examples, self.features(examples))
@@ -579,7 +597,8 @@ class ClassificationDataModule(LightningDataModule):
     def _write_run_files(self) -> None:
         if self.output_dir is None or (self.trainer is not None and not self.trainer.is_global_zero):
             return
-        write_json(self.output_dir / "label_map.json", self.label_ids)
+        if self.label_ids:  # real-valued labels have no classes
+            write_json(self.output_dir / "label_map.json", self.label_ids)
         if self.fold_ids:
             write_json(self.output_dir / "folds.json", fold_report(self.fold_ids, self.n_folds, self.fold, self.fold_seed))
 

@@ -53,6 +53,9 @@ def with_labels(backbone: Backbone, labels: Sequence[str]) -> Backbone:
 class SequenceClassifier(LightningModule):
     """Cross-entropy / focal / label-smoothing training; validation scores every example once."""
 
+    # the validation scores shown in the progress bar
+    progress_scores: tuple[str, ...] = ("accuracy", "micro_f1")
+
     def __init__(
         self,
         backbone: Backbone,
@@ -72,7 +75,8 @@ class SequenceClassifier(LightningModule):
         if not labels:
             raise ValueError(
                 "model=classifier needs the classes from a classification datamodule: use datamodule=classification, "
-                "klue_re, nli_sample or re_sample."
+                "klue_re, nli_sample or re_sample (real-valued labels such as KLUE-STS's labels.real-label: "
+                "model=regressor datamodule=regression)."
             )
         if pooling not in POOLINGS:
             raise ValueError(f"model.pooling={pooling!r} is unknown: choose one of {', '.join(POOLINGS)}.")
@@ -144,9 +148,12 @@ class SequenceClassifier(LightningModule):
 
     def _collect(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         logits = self(batch)
-        target = batch["labels"] if "labels" in batch else torch.full_like(batch["index"], -100)
-        self.outputs.update(batch["index"], logits.float().softmax(dim=-1), target)
+        self.outputs.update(batch["index"], self.eval_values(logits), batch.get("labels"))
         return logits
+
+    def eval_values(self, logits: torch.Tensor) -> torch.Tensor:
+        """What evaluation keeps of each example's output: its class probabilities."""
+        return logits.float().softmax(dim=-1)
 
     def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
         logits = self._collect(batch)
@@ -200,12 +207,15 @@ class SequenceClassifier(LightningModule):
         state = self._gather(split)
         if not state:
             return
-        scores = classification_scores(state["probs"], state["target"], self.no_relation_index)
-        for name, value in scores.items():
-            self.log(f"{prefix}_{name}", value, prog_bar=name in ("accuracy", "micro_f1"))
+        for name, value in self.scores(state).items():
+            self.log(f"{prefix}_{name}", value, prog_bar=name in self.progress_scores)
         examples = self.trainer.datamodule.eval_examples(split)
         seen = [examples[i]["id"] for i in state["index"].tolist()]  # de-duplicated: DDP padding counts once
         log_coverage(self, prefix, seen, [ex["id"] for ex in examples])
+
+    def scores(self, state: Mapping[str, torch.Tensor]) -> dict[str, float]:
+        """The validation / test metrics of the gathered outputs (models/cls_metrics.py)."""
+        return classification_scores(state["probs"], state["target"], self.no_relation_index)
 
     def on_validation_epoch_end(self) -> None:
         self._score("validation", "val")

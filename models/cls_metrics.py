@@ -73,6 +73,9 @@ class ClassificationOutputs(Metric):
     """Every evaluated example's probabilities and gold class (-100: none), synced across processes."""
 
     full_state_update = False
+    # the gold values' type, and what stands for "no gold" (a batch without labels)
+    target_dtype: torch.dtype = torch.long
+    missing_target: float = -100
 
     def __init__(self) -> None:
         super().__init__()
@@ -80,10 +83,12 @@ class ClassificationOutputs(Metric):
         self.add_state("probs", default=[], dist_reduce_fx="cat")
         self.add_state("target", default=[], dist_reduce_fx="cat")
 
-    def update(self, index: torch.Tensor, probs: torch.Tensor, target: torch.Tensor) -> None:
+    def update(self, index: torch.Tensor, probs: torch.Tensor, target: torch.Tensor | None) -> None:
+        if target is None:
+            target = torch.full(index.shape, self.missing_target, dtype=self.target_dtype, device=index.device)
         self.index.append(index.detach().long())
         self.probs.append(probs.detach().float())
-        self.target.append(target.detach().long())
+        self.target.append(target.detach().to(self.target_dtype))
 
     def compute(self) -> dict[str, torch.Tensor]:
         """Sorted by example index, each example once."""

@@ -1,6 +1,8 @@
 """Soft voting (``task=ensemble``): the weighted mean of several classifier runs' class probabilities.
 
-(Reader runs, whose predictions are ``{question id: answer}``, go to models/reader_ensemble.py instead.)
+(Reader runs, whose predictions are ``{question id: answer}``, go to models/reader_ensemble.py instead;
+regressor runs, whose records hold a ``prediction``, to models/regression_ensemble.py: the weighted mean of
+the predictions.)
 
 Each run contributes its ``predictions.json`` or ``test_predictions.json`` (records ``{id, label,
 probabilities: {class: p}, gold?}``). An id is averaged over the runs that predicted it, so the K fold runs of
@@ -14,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,27 +67,37 @@ def read_predictions(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def soft_vote(
-    runs: Sequence[Sequence[Mapping[str, Any]]], weights: Sequence[float], names: Sequence[str] | None = None
-) -> list[dict[str, Any]]:
-    """Per id, the weighted mean probability of every class over the runs that predicted it."""
-    labels = list(names or runs[0][0]["probabilities"])
+def weighted_means(
+    runs: Sequence[Sequence[Mapping[str, Any]]], weights: Sequence[float],
+    values: Callable[[Mapping[str, Any]], Sequence[float]],
+) -> tuple[dict[str, list[float]], dict[str, Any]]:
+    """Per id (first-seen order), the weighted mean of ``values(record)`` over the runs that predicted it; and
+    the gold of every id whose records carry one (the runs must agree on it)."""
     totals: dict[str, torch.Tensor] = {}
     mass: dict[str, float] = {}
     gold: dict[str, Any] = {}
     for records, weight in zip(runs, weights, strict=True):
         for record in records:
-            probs = torch.tensor([float(record["probabilities"][name]) for name in labels], dtype=torch.float64)
+            vector = torch.tensor([float(v) for v in values(record)], dtype=torch.float64)
             key = str(record["id"])
-            totals[key] = totals.get(key, torch.zeros(len(labels), dtype=torch.float64)) + weight * probs
+            totals[key] = totals.get(key, torch.zeros_like(vector)) + weight * vector
             mass[key] = mass.get(key, 0.0) + weight
             if "gold" in record:
                 if key in gold and gold[key] != record["gold"]:
                     raise ValueError(f"ensemble: runs disagree on the gold label of {key} ({gold[key]} vs {record['gold']}).")
                 gold[key] = record["gold"]
+    means = {key: (total / mass[key] if mass[key] > 0 else total).tolist() for key, total in totals.items()}
+    return means, gold
+
+
+def soft_vote(
+    runs: Sequence[Sequence[Mapping[str, Any]]], weights: Sequence[float], names: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """Per id, the weighted mean probability of every class over the runs that predicted it."""
+    labels = list(names or runs[0][0]["probabilities"])
+    means, gold = weighted_means(runs, weights, lambda record: [record["probabilities"][name] for name in labels])
     out = []
-    for key, total in totals.items():
-        probs = (total / mass[key]).tolist() if mass[key] > 0 else total.tolist()
+    for key, probs in means.items():
         record = {
             "id": key,
             "label": labels[max(range(len(probs)), key=probs.__getitem__)],
@@ -110,13 +122,13 @@ def score(records: Sequence[Mapping[str, Any]], labels: Sequence[str], no_relati
     return classification_scores(probs, target, index.get(no_relation) if no_relation else None)
 
 
-def saved_no_relation_label(run: Path) -> str | None:
-    """``model.no_relation_label`` of a run's saved config (Hydra's ``.hydra/config.yaml``), if any."""
+def saved_model_setting(run: Path, key: str) -> Any:
+    """``model.<key>`` of a run's saved config (Hydra's ``.hydra/config.yaml``), if any (e.g. no_relation_label)."""
     path = run / ".hydra" / "config.yaml"
     if not path.exists():
         return None
     try:
-        return OmegaConf.select(OmegaConf.load(path), "model.no_relation_label", default=None)
+        return OmegaConf.select(OmegaConf.load(path), f"model.{key}", default=None)
     except Exception:  # an unresolvable interpolation: the run's own metrics.json still has its scores
         return None
 
@@ -148,6 +160,11 @@ def run_ensemble(settings: Mapping[str, Any], output_dir: Path, metric: str = "k
         raise ValueError(f"ensemble.weights: give {len(runs)} non-negative weights, one per run, in this order:\n  {listed}")
     if is_reader_predictions(runs[0] / filename):
         return run_reader_ensemble(settings, runs, filename, weights, metric, output_dir)
+    # imported here: models/regression_ensemble.py imports this module
+    from models.regression_ensemble import is_regression_predictions, run_regression_ensemble
+
+    if is_regression_predictions(runs[0] / filename):
+        return run_regression_ensemble(runs, filename, weights, output_dir)
     predictions = [read_predictions(run / filename) for run in runs]
     labels = list(predictions[0][0]["probabilities"])
     for run, records in zip(runs, predictions, strict=True):
@@ -159,7 +176,7 @@ def run_ensemble(settings: Mapping[str, Any], output_dir: Path, metric: str = "k
     log.info("soft voting %d runs' %s with weights %s", len(runs), filename, weights)
     combined = soft_vote(predictions, weights, labels)
     write_json(output_dir / "predictions.json", combined)
-    no_relation = settings.get("no_relation_label") or saved_no_relation_label(runs[0])
+    no_relation = settings.get("no_relation_label") or saved_model_setting(runs[0], "no_relation_label")
     metrics: dict[str, Any] = {"runs": [str(r) for r in runs], "weights": weights, "predictions_file": filename,
                                "examples": len(combined)}
     scores = score(combined, labels, no_relation)
