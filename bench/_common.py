@@ -134,7 +134,7 @@ def describe_dataset(name: str, info: dict[str, Any], limit: int | None = None) 
 
 def compose(overrides: Sequence[str], output_dir: Path) -> Any:
     """The config ``main.py`` would run with these overrides (Hydra's compose API), run dir ``output_dir``."""
-    from main import compose_config
+    from tasks.runner import compose_config
 
     return compose_config(list(overrides), output_dir)
 

@@ -277,8 +277,8 @@ def run_ours(spec: dict[str, Any], path: str) -> dict[str, Any]:
     import callbacks.resume  # noqa: F401  (what build_run instantiates, imported before the baseline RSS)
     import callbacks.throughput  # noqa: F401
     import datamodules.mrc  # noqa: F401
-    import main
     import models.reader  # noqa: F401
+    from tasks.build import build_run
 
     base_rss = status_mb("VmRSS")
     work = Path(spec["work"]) / path
@@ -317,7 +317,7 @@ def run_ours(spec: dict[str, Any], path: str) -> dict[str, Any]:
         ) -> None:
             record.record(batch["attention_mask"])
 
-    run = main.build_run(cfg)
+    run = build_run(cfg)
     trainer = run["trainer"]
     # first in the list: a step ends before the other callbacks do their work of that step
     trainer.callbacks.insert(0, StepEnd())

@@ -21,8 +21,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from core.files import write_json, write_text_atomic
 from datamodules.curriculum import EXPENSIVE, MRC_DIFFICULTIES, TEXT_DIFFICULTIES, curriculum_spec
-from datamodules.files import write_json, write_text_atomic
 
 log = logging.getLogger(__name__)
 

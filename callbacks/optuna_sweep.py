@@ -38,7 +38,7 @@ from typing import Any
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
 
-from datamodules.files import write_json
+from core.files import write_json
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import BatchSampler, DataLoader
 
-from datamodules.files import atomic_open, remove_stale_temps
+from core.files import atomic_open, remove_stale_temps
 from datamodules.samplers import SkipFirst
 
 log = logging.getLogger(__name__)
@@ -163,7 +163,7 @@ class ExactResume(Callback):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """``torch.save`` into a temp file beside the checkpoint, fsync, rename (``datamodules.files.atomic_open``).
+    """``torch.save`` into a temp file beside the checkpoint, fsync, rename (``core.files.atomic_open``).
 
     Lightning's own save (``_atomic_save``) writes through an fsspec transaction, whose local temp file is
     made by ``tempfile.mkstemp`` in ``$TMPDIR`` and moved with ``shutil.move``: across filesystems (a tmpfs

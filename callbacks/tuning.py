@@ -21,7 +21,7 @@ from lightning.pytorch.callbacks import BatchSizeFinder
 from lightning.pytorch.tuner import Tuner
 
 from callbacks.batch_size_search import BudgetedBatchSizeFinder
-from datamodules.files import write_json
+from core.files import write_json
 
 log = logging.getLogger(__name__)
 

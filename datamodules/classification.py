@@ -24,6 +24,8 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding
 
+from core.errors import DataFormatError
+from core.files import write_json
 from datamodules.augment import AUGMENT_METHODS, augment_text
 from datamodules.curriculum import (
     TEXT_DIFFICULTIES,
@@ -34,8 +36,6 @@ from datamodules.curriculum import (
     file_identity,
     teacher_losses,
 )
-from datamodules.errors import DataFormatError
-from datamodules.files import write_json
 from datamodules.kfold import fold_assignment, fold_report, warn_leaks
 from datamodules.mrc import FeatureTable
 from datamodules.samplers import SeededShuffleSampler

@@ -25,7 +25,7 @@ import numpy as np
 from torch.utils.data import Sampler
 
 from core.cache import build_once
-from datamodules.files import write_json
+from core.files import write_json
 from datamodules.samplers import BabyStepsSampler, CompetenceSampler, CurriculumSampler, SeededShuffleSampler
 
 log = logging.getLogger(__name__)
@@ -240,7 +240,7 @@ def teacher_losses(spec: CurriculumSpec, module_class: type, tokenizer: Any, loa
     path = existing_checkpoint(str(spec.teacher_ckpt), key=key)
     backbone_dir = Path(path).parent.parent / "backbone"
     if not (backbone_dir / "config.json").is_file():
-        from datamodules.errors import DataFormatError
+        from core.errors import DataFormatError
 
         raise DataFormatError(path, None, f"has no run directory around it ({backbone_dir}/config.json is missing)",
                               f"give a checkpoint inside a fit run's directory: {key}=<run dir>/checkpoints/<file>.ckpt")

@@ -29,6 +29,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from core.errors import DataFormatError
+from core.files import write_json
 from datamodules.classification import (
     FEATURE_KEYS,
     MISSING,
@@ -37,8 +39,6 @@ from datamodules.classification import (
     Entity,
     lookup,
 )
-from datamodules.errors import DataFormatError
-from datamodules.files import write_json
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,8 @@ from typing import Any
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from core.errors import DataFormatError
+from core.files import write_json
 from datamodules.curriculum import (
     EXPENSIVE,
     MRC_DIFFICULTIES,
@@ -25,8 +27,6 @@ from datamodules.curriculum import (
     per_feature,
     teacher_losses,
 )
-from datamodules.errors import DataFormatError
-from datamodules.files import write_json
 from datamodules.kfold import fold_assignment, fold_report, warn_leaks
 from datamodules.mrc_features import (
     DataCollatorForQA,

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
-from datamodules.errors import DataFormatError
+from core.errors import DataFormatError
 
 __all__ = [
     "MRCAnswer",

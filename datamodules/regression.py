@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from core.errors import DataFormatError
 from datamodules.classification import ClassificationDataModule, ClassificationExample
-from datamodules.errors import DataFormatError
 
 
 def real_label(value: Any, src: Path | str, record: str, field: str) -> float:

@@ -23,8 +23,8 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
+from core.errors import DataFormatError
 from datamodules.classification import MISSING, ClassificationDataModule, lookup, read_records
-from datamodules.errors import DataFormatError
 from datamodules.mrc import FeatureTable
 from datamodules.samplers import SeededShuffleSampler
 

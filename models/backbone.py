@@ -19,8 +19,8 @@ from typing import Any
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerFast
 
 from core.cache import build_once, publish_directory
+from core.errors import DataFormatError
 from core.tokenizer_training import SPECIAL_TOKENS, train_tokenizer
-from datamodules.errors import DataFormatError
 
 log = logging.getLogger(__name__)
 

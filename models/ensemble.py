@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from datamodules.errors import DataFormatError
-from datamodules.files import write_json
+from core.errors import DataFormatError
+from core.files import write_json
 from models.cls_metrics import classification_scores
 from models.reader_ensemble import is_reader_predictions, run_reader_ensemble
 

@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from datamodules.files import write_json
+from core.files import write_json
 from models.lora import export_adapter, export_pretrained, is_peft_model
 
 __all__ = ["export_hf", "load_weights", "unexportable"]

@@ -28,8 +28,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from datamodules.errors import DataFormatError
-from datamodules.files import write_json
+from core.errors import DataFormatError
+from core.files import write_json
 
 log = logging.getLogger(__name__)
 

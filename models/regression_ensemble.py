@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from datamodules.errors import DataFormatError
-from datamodules.files import write_json
+from core.errors import DataFormatError
+from core.files import write_json
 from models.ensemble import saved_model_setting, weighted_means
 from models.regression_metrics import regression_scores
 

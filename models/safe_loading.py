@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from datamodules.errors import DataFormatError
+from core.errors import DataFormatError
 
 __all__ = [
     "check_checkpoint",

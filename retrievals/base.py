@@ -26,7 +26,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
-from datamodules.errors import DataFormatError
+from core.errors import DataFormatError
 from retrievals.corpus import Passage, corpus_fingerprint
 from retrievals.tokenizers import (
     TokenizedCorpus,

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datamodules.errors import DataFormatError
+from core.errors import DataFormatError
 
 __all__ = [
     "Passage",

@@ -36,7 +36,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import numpy as np
 
-from datamodules.errors import DataFormatError
+from core.errors import DataFormatError
 from retrievals.base import Retriever, SearchResult, read_manifest
 from retrievals.corpus import Passage, corpus_fingerprint
 from retrievals.tokenizers import TokenizedCorpus, _atomic_write_text

@@ -17,8 +17,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from core.cache import build_lock
-from datamodules.errors import DataFormatError
-from datamodules.files import write_json
+from core.errors import DataFormatError
+from core.files import write_json
 from retrievals.base import Retriever, SearchResult, read_manifest
 from retrievals.corpus import Passage, Query, gold_passage_ids, load_corpus, load_queries
 from retrievals.metrics import CUTOFFS, plot_recall, retrieval_metrics

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from core.cache import build_lock, build_once
-from datamodules.files import write_text_atomic
+from core.files import write_text_atomic
 
 __all__ = [
     "CONTENT_KIWI_TAGS",

@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, auc, f1_score, precision_recall_curve
 
+from core.errors import DataFormatError
 from datamodules.augment import augment_text
 from datamodules.classification import ClassificationDataModule, parse_label_map
-from datamodules.errors import DataFormatError
 from datamodules.kfold import fold_assignment
 from models.backbone import train_tokenizer
 from models.cls_metrics import ClassificationOutputs, classification_scores

@@ -8,8 +8,9 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-import main
-from main import compose_config
+from tasks.build import build_callbacks, build_loggers
+from tasks.registry import TASKS
+from tasks.runner import compose_config
 from tests.conftest import ROOT
 
 CONF = ROOT / "conf"
@@ -26,7 +27,7 @@ def test_every_experiment_composes_and_resolves(experiment: str, tmp_path: Path)
     cfg = compose_config([f"+experiment={experiment}"], tmp_path)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert resolved["paths"]["output_dir"] == str(tmp_path)
-    assert resolved["task"] in main.TASKS
+    assert resolved["task"] in TASKS
 
 
 def test_mrc_curriculum_uses_length_order(tmp_path: Path) -> None:
@@ -49,8 +50,8 @@ def test_every_group_option_composes(group: str, option: str, tmp_path: Path) ->
 @pytest.mark.parametrize("option", ["default", "cpu"])
 def test_trainer_callbacks_and_loggers_instantiate(option: str, tmp_path: Path) -> None:
     cfg = compose_config([f"trainer={option}", "logger=csv"], tmp_path)
-    loggers = main.build_loggers(cfg)
-    callbacks = main.build_callbacks(cfg, has_logger=True)
+    loggers = build_loggers(cfg)
+    callbacks = build_callbacks(cfg, has_logger=True)
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
     assert trainer.max_epochs == cfg.trainer.max_epochs
     names = {type(c).__name__ for c in trainer.callbacks}
@@ -59,8 +60,8 @@ def test_trainer_callbacks_and_loggers_instantiate(option: str, tmp_path: Path) 
 
 def test_logger_none_drops_the_lr_monitor(tmp_path: Path) -> None:
     cfg = compose_config(["logger=none"], tmp_path)
-    assert main.build_loggers(cfg) == []
-    names = {type(c).__name__ for c in main.build_callbacks(cfg, has_logger=False)}
+    assert build_loggers(cfg) == []
+    names = {type(c).__name__ for c in build_callbacks(cfg, has_logger=False)}
     assert "LearningRateMonitor" not in names and "ModelCheckpoint" in names
 
 
@@ -70,6 +71,6 @@ def test_wandb_logger_is_offline_without_an_api_key(tmp_path: Path, monkeypatch:
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     monkeypatch.setenv("HOME", str(tmp_path))
     cfg = compose_config(["logger=wandb"], tmp_path)
-    (logger,) = main.build_loggers(cfg)
+    (logger,) = build_loggers(cfg)
     assert logger._offline is True
     assert not any("api_key" in str(k).lower() for k in OmegaConf.to_container(cfg.logger, resolve=True)["wandb"])

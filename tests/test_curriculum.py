@@ -176,7 +176,7 @@ def test_plain_names_and_the_older_keys_map_onto_pacing_and_difficulty() -> None
 
 
 def test_the_mrc_slice_interface_still_composes_and_means_the_same(tmp_path: Path) -> None:
-    from main import compose_config
+    from tasks.runner import compose_config
 
     cfg = compose_config(["+experiment=mrc_curriculum"], tmp_path)
     spec = curriculum_spec(OmegaConf.to_container(cfg.datamodule.curriculum), DIFFICULTY_KEYS, "context_length")

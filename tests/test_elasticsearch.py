@@ -24,7 +24,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from datamodules.errors import DataFormatError
+from core.errors import DataFormatError
 from retrievals.base import load_retriever
 from retrievals.bm25 import BM25Retriever
 from retrievals.corpus import Passage, corpus_fingerprint, gold_passage_ids, load_corpus, load_queries

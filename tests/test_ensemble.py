@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from datamodules.errors import DataFormatError
+from core.errors import DataFormatError
 from models.ensemble import run_ensemble, soft_vote
 from tests.conftest import TINY_RUN, read_json, run_main
 

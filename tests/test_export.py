@@ -32,7 +32,7 @@ def validation(fitted_run: Path, tmp_path_factory: pytest.TempPathFactory) -> MR
     """The fitted run's validation features, built with the *exported* tokenizer."""
     from hydra.utils import instantiate
 
-    from main import compose_config
+    from tasks.runner import compose_config
 
     base = tmp_path_factory.mktemp("export")
     cfg = compose_config(["+experiment=mrc_curriculum", *TINY_LOOP, f"paths.cache_dir={base / 'cache'}"], base / "run")
@@ -71,7 +71,7 @@ def test_task_export_and_a_later_run_from_the_export(fitted_run: Path, tmp_path:
     """``task=export`` writes the same weights as the fit's export; ``backbone=local`` and ``model.init_from``
     of the exported directory give a reader with the checkpoint's weights."""
     best = read_json(fitted_run / "metrics.json")["best_checkpoint"]
-    from main import compose_config, run_task
+    from tasks.runner import compose_config, run_task
 
     out = tmp_path / "export"
     run_task(compose_config(["+experiment=mrc_curriculum", *TINY_LOOP, "task=export", f"ckpt_path={best}",

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from transformers import AutoTokenizer
 
 from callbacks.resume import AtomicCheckpointIO, LastCheckpoint
-from datamodules.files import is_temp_file, temp_path
+from core.files import is_temp_file, temp_path
 from tests.conftest import ROOT, read_json, run_main
 from tests.test_resume import EXACT, assert_same_run, train_losses
 

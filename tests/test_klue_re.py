@@ -10,7 +10,7 @@ import pytest
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
-from datamodules.errors import DataFormatError
+from core.errors import DataFormatError
 from datamodules.klue_re import KlueREDataModule
 from models.backbone import SPECIAL_TOKENS
 from tests.conftest import ROOT, TINY_LOOP, TINY_RUN, read_json, run_main

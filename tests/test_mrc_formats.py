@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from datamodules.errors import DataFormatError
+from core.errors import DataFormatError
 from datamodules.mrc_formats import MRCExample, examples_by_id, load_mrc_examples, to_squad_json
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

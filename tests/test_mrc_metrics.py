@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-import main
 from models.mrc_metrics import (
     klue_mrc_example,
     normalize_klue_mrc,
@@ -16,6 +15,8 @@ from models.mrc_metrics import (
     score_predictions,
     squad_scores,
 )
+from tasks.runner import compose_config
+from tasks.score import task_score
 
 
 def lccs_length(a: str, b: str) -> int:
@@ -99,20 +100,20 @@ def test_task_score_klue_mrc_and_squad_by_question_type(tmp_path: Path) -> None:
     preds = tmp_path / "predictions.json"
     preds.write_text(json.dumps({"q1": "서울은", "q2": "부산", "q3": "", "q4": "서울"}, ensure_ascii=False))
     base = [f"predictions={preds}", f"datamodule.validation_file={gold}", "task=score"]
-    klue = main.task_score(main.compose_config([*base, "metric=klue_mrc"], tmp_path / "k"), tmp_path / "k")
+    klue = task_score(compose_config([*base, "metric=klue_mrc"], tmp_path / "k"), tmp_path / "k")
     assert klue["metric"] == "klue_mrc" and klue["examples"] == 4
     assert klue["exact_match"] == pytest.approx(50.0)  # q2 and q3 (nothing for an unanswerable question)
     assert klue["rouge_w"] == pytest.approx(100 * (0.8 + 1 + 1 + 0) / 4)  # q1: "서울은" vs "서울" = 2*(2/3)/(5/3)
     by_type = klue["by_question_type"]
     assert set(by_type) == {"1", "2", "3"} and by_type["3"]["examples"] == 2
     assert by_type["3"]["exact_match"] == 50.0 and by_type["2"]["rouge_w"] == 100.0
-    squad = main.task_score(main.compose_config([*base, "metric=squad"], tmp_path / "s"), tmp_path / "s")
+    squad = task_score(compose_config([*base, "metric=squad"], tmp_path / "s"), tmp_path / "s")
     assert squad["exact_match"] == pytest.approx(50.0) and squad["f1"] == pytest.approx(50.0)
     assert set(squad["by_question_type"]) == {"1", "2", "3"}
-    korquad = main.task_score(main.compose_config(base, tmp_path / "q"), tmp_path / "q")
+    korquad = task_score(compose_config(base, tmp_path / "q"), tmp_path / "q")
     assert korquad["metric"] == "korquad" and "rouge_w" not in korquad
     with pytest.raises(ValueError, match="metric='rouge' is unknown"):
-        main.task_score(main.compose_config([*base, "metric=rouge"], tmp_path / "x"), tmp_path / "x")
+        task_score(compose_config([*base, "metric=rouge"], tmp_path / "x"), tmp_path / "x")
 
 
 def test_fit_with_metric_klue_mrc_adds_its_scores_beside_korquads(fitted_run: Path) -> None:

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-import main
 from datamodules.mrc_formats import load_mrc_examples, to_squad_json
 from models.mrc_metrics import score_predictions
 from retrievals.corpus import Passage, Query
 from retrievals.odqa import concatenated_answers, concatenated_examples
+from tasks.odqa import task_odqa
+from tasks.runner import compose_config
 from tests.conftest import SAMPLE, TINY_LOOP, read_json
 
 
@@ -35,13 +36,13 @@ def test_odqa_concat_mode_end_to_end(fitted_run: Path, tmp_path: Path) -> None:
     questions = tmp_path / "questions.json"
     questions.write_text(json.dumps(to_squad_json(examples), ensure_ascii=False), encoding="utf-8")
     out = tmp_path / "concat"
-    cfg = main.compose_config([
+    cfg = compose_config([
         "task=odqa", "odqa.mode=concat", "metric=klue_mrc", f"ckpt_path={fitted_run / 'checkpoints' / 'last.ckpt'}",
         *TINY_LOOP, "backbone=local", f"backbone.name_or_path={fitted_run / 'backbone'}",
         f"datamodule.validation_file={questions}", f"retriever.corpus_file={SAMPLE / 'corpus.jsonl'}",
         "retriever.top_k=2", "retriever.tokenizer.name=char_ngram", f"paths.cache_dir={tmp_path / 'cache'}",
     ], out)
-    metrics = main.task_odqa(cfg, out)
+    metrics = task_odqa(cfg, out)
     predictions = read_json(out / "predictions.json")
     assert set(predictions) == {ex["id"] for ex in examples}
     assert metrics["mode"] == "concat" and metrics["metric"] == "klue_mrc" and metrics["examples"] == 8
@@ -52,4 +53,4 @@ def test_odqa_concat_mode_end_to_end(fitted_run: Path, tmp_path: Path) -> None:
         assert all(ranked[e["passage_rank"]] == e["passage_id"] for e in entries)
         assert not entries or entries[0]["text"] == predictions[qid]
     with pytest.raises(ValueError, match="odqa.mode='joined' is unknown"):
-        main.task_odqa(main.compose_config(["task=odqa", "odqa.mode=joined"], tmp_path / "bad"), tmp_path / "bad")
+        task_odqa(compose_config(["task=odqa", "odqa.mode=joined"], tmp_path / "bad"), tmp_path / "bad")

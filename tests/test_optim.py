@@ -18,8 +18,8 @@ from transformers import (
     get_linear_schedule_with_warmup,
 )
 
-import main
 from models.optim import build_optimizer, build_scheduler, parameter_groups
+from tasks.build import build_run
 from tests.conftest import TINY_RUN
 from tests.test_configs import compose_config
 
@@ -167,7 +167,7 @@ def _train(tmp_path: Path, *overrides: str) -> tuple[Any, GradientProbe]:
          f"paths.cache_dir={tmp_path / 'cache'}", *overrides],
         tmp_path / "run",
     )
-    run = main.build_run(cfg)
+    run = build_run(cfg)
     probe = GradientProbe()
     run["trainer"].callbacks.append(probe)
     run["trainer"].fit(run["model"], datamodule=run["datamodule"])

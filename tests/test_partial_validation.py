@@ -26,7 +26,8 @@ def official_scores(examples: list[dict], predictions: dict[str, str]) -> dict[s
 
 def test_limit_val_batches_scores_the_seen_examples_and_reports_the_rest(fitted_run: Path, tmp_path: Path) -> None:
     """2 batches of 9 windows (96 tokens) cover some examples fully, one partly, and leave the rest unseen."""
-    from main import build_run, compose_config, eval_metrics
+    from tasks.build import build_run, eval_metrics
+    from tasks.runner import compose_config
 
     best = read_json(fitted_run / "metrics.json")["best_checkpoint"]
     cfg = compose_config(

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-import main
 from datamodules.klue_re import KlueREDataModule
+from tasks.build import build_run
+from tasks.runner import compose_config
 from tests.conftest import ROOT, TINY_RUN, read_json
 from tests.test_klue_re import RECORD, datamodule, encoded
 
@@ -51,11 +52,11 @@ def test_type_constraint_zeroes_relations_training_never_saw_for_the_types(tmp_p
     validation = tmp_path / "validation.json"
     validation.write_text(json.dumps([*read_json(RE_SAMPLE / "validation.json")[:15], odd], ensure_ascii=False))
     run_dir = tmp_path / "run"
-    cfg = main.compose_config(["datamodule=re_sample", "model=classifier", "model.type_constraint=true",
+    cfg = compose_config(["datamodule=re_sample", "model=classifier", "model.type_constraint=true",
                                f"datamodule.validation_file={validation}", "logger=none",
                                *[o for o in TINY_RUN if not o.startswith(("logger=", "datamodule.max_eval"))]],
                               run_dir)
-    run = main.build_run(cfg)
+    run = build_run(cfg)
     run["trainer"].validate(run["model"], datamodule=run["datamodule"], verbose=False)
     table = read_json(run_dir / "type_constraints.json")
     assert {pair: set(labels) for pair, labels in table.items()} == seen

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-import main
-from datamodules.errors import DataFormatError
+from core.errors import DataFormatError
 from models.ensemble import run_ensemble
 from models.reader_ensemble import answered_file, vote
+from tasks.ensemble import task_ensemble
+from tasks.runner import compose_config
 from tests.conftest import read_json
 
 
@@ -72,9 +73,9 @@ def test_reader_runs_are_detected_scored_and_refused_when_mixed(fitted_run: Path
     changed = {**answers, first_id: "다른 답"}
     (second / "predictions.json").write_text(json.dumps(changed, ensure_ascii=False), encoding="utf-8")
     out = tmp_path / "ens"
-    cfg = main.compose_config(["task=ensemble", f"ensemble.runs=[{fitted_run},{second}]", "ensemble.voting=hard",
+    cfg = compose_config(["task=ensemble", f"ensemble.runs=[{fitted_run},{second}]", "ensemble.voting=hard",
                                "ensemble.weights=[2,1]"], out)
-    metrics = main.task_ensemble(cfg, out)
+    metrics = task_ensemble(cfg, out)
     assert metrics["kind"] == "reader" and metrics["voting"] == "hard"
     assert read_json(out / "predictions.json") == answers  # the heavier run wins its disagreement
     # gold: the validation file of the first run's saved config, limited to the questions answered
@@ -86,9 +87,9 @@ def test_reader_runs_are_detected_scored_and_refused_when_mixed(fitted_run: Path
     # soft voting of the run with itself changes nothing; klue_mrc scores it too
     twin = tmp_path / "runs" / "twin"
     shutil.copytree(fitted_run, twin, ignore=shutil.ignore_patterns("checkpoints", "csv", "backbone"))
-    cfg = main.compose_config(["task=ensemble", f"ensemble.runs=[{fitted_run},{twin}]", "metric=klue_mrc"],
+    cfg = compose_config(["task=ensemble", f"ensemble.runs=[{fitted_run},{twin}]", "metric=klue_mrc"],
                               tmp_path / "self")
-    soft = main.task_ensemble(cfg, tmp_path / "self")
+    soft = task_ensemble(cfg, tmp_path / "self")
     top = {qid: entries[0]["text"] for qid, entries in nbest.items()}
     assert read_json(tmp_path / "self" / "predictions.json") == top == answers
     assert soft["metric"] == "klue_mrc" and {"exact_match", "rouge_w"} <= set(soft)

@@ -12,7 +12,7 @@ import pytest
 import rank_bm25
 from omegaconf import OmegaConf
 
-from datamodules.errors import DataFormatError
+from core.errors import DataFormatError
 from retrievals.base import load_retriever, top_k
 from retrievals.bm25 import BM25Retriever
 from retrievals.corpus import Passage, Query, context_id, gold_passage_ids, load_corpus, load_queries
@@ -551,7 +551,9 @@ def test_retriever_configs_compose_and_instantiate(option, tmp_path):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    import main  # noqa: F401 - registers the project_root resolver
+    from core.config import register_resolvers
+
+    register_resolvers()
     from retrievals.task import TASK_KEYS, _instantiate
 
     GlobalHydra.instance().clear()

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import torch
 
-from datamodules.errors import DataFormatError
-from datamodules.files import write_json
+from core.errors import DataFormatError
+from core.files import write_json
 from models.encoder import from_pretrained_weights
 from models.safe_loading import existing_checkpoint, load_checkpoint
 

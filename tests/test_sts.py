@@ -13,12 +13,12 @@ import torch
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import f1_score
 
-from datamodules.errors import DataFormatError
+from core.errors import DataFormatError
 from datamodules.regression import RegressionDataModule
-from main import compose_config
 from models.backbone import train_tokenizer
 from models.regression_metrics import regression_scores
 from models.regressor import build_regression_loss
+from tasks.runner import compose_config
 from tests.conftest import ROOT, TINY_RUN, read_json, run_main
 
 STS = ROOT / "data" / "sts_sample"

@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, NoRepeatNGramLogitsProcessor
 
-from datamodules.errors import DataFormatError
+from core.errors import DataFormatError
 from datamodules.summarization import SummarizationDataModule
 from models.backbone import Backbone, tiny_backbone
 from models.generator import GeneratedNoRepeatNGram, Generator, decoding_arguments, generation_config
@@ -259,7 +259,7 @@ def run_in_process(overrides: list[str], run_dir: Path) -> dict:
     """``python main.py <overrides>`` without a new process (stages compose through Hydra's global state)."""
     from hydra import initialize_config_dir
 
-    from main import compose_config, run_task
+    from tasks.runner import compose_config, run_task
 
     cfg = compose_config(overrides, run_dir)
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

@@ -67,7 +67,9 @@ def test_second_stage_starts_from_first_stage_weights(two_stage_run: Path) -> No
 def test_experiment_defaults() -> None:
     from hydra import compose, initialize_config_dir
 
-    import main  # noqa: F401  (registers the project_root resolver)
+    from core.config import register_resolvers
+
+    register_resolvers()
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["+experiment=mrc_two_stage"])
