@@ -22,9 +22,10 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal
 
 from core.errors import DataFormatError
+from core.records import MRCAnswer, MRCExample
 
 __all__ = [
     "MRCAnswer",
@@ -54,24 +55,6 @@ _NFC_FIX = (
     'answer_start as len(unicodedata.normalize("NFC", context[:answer_start])), '
     'or let the loader do both: datamodule.normalize=NFC (load_mrc_examples(..., normalize="NFC"))'
 )
-
-
-class MRCAnswer(TypedDict):
-    """One gold span: ``context[answer_start:answer_start + len(text)] == text`` is guaranteed."""
-
-    text: str
-    answer_start: int
-
-
-class MRCExample(TypedDict):
-    """The single internal MRC record; ``answers == []`` means unanswerable or unlabelled (test)."""
-
-    id: str
-    title: str
-    context: str
-    question: str
-    answers: list[MRCAnswer]
-    document_id: str | None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,27 @@
+"""The internal records every layer shares, and the one reader of record files.
+
+An MRC question is one :class:`MRCExample` whatever its file format (``datamodules/mrc_formats.py`` reads the
+formats); models, metrics and retrievers only see these dicts.
+"""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+
+class MRCAnswer(TypedDict):
+    """One gold span: ``context[answer_start:answer_start + len(text)] == text`` is guaranteed."""
+
+    text: str
+    answer_start: int
+
+
+class MRCExample(TypedDict):
+    """The single internal MRC record; ``answers == []`` means unanswerable or unlabelled (test)."""
+
+    id: str
+    title: str
+    context: str
+    question: str
+    answers: list[MRCAnswer]
+    document_id: str | None
