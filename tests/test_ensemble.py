@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from core.errors import DataFormatError
-from models.ensemble import run_ensemble, soft_vote
+from tasks.ensemble import run_ensemble
+from tasks.ensemble_classifiers import soft_vote
 from tests.conftest import TINY_RUN, read_json, run_main
 
 

@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 from core.errors import DataFormatError
-from models.ensemble import run_ensemble
-from models.reader_ensemble import answered_file, vote
-from tasks.ensemble import task_ensemble
+from tasks.ensemble import run_ensemble, task_ensemble
+from tasks.ensemble_readers import answered_file, vote
 from tasks.runner import compose_config
 from tests.conftest import read_json
 

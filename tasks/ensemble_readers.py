@@ -26,10 +26,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
 from core.errors import DataFormatError
 from core.files import write_json
+from tasks.ensemble_runs import saved_setting
 
 log = logging.getLogger(__name__)
 
@@ -139,17 +138,6 @@ def vote(
 
 def soft_value_name(key: str) -> str:
     return "probability" if key == "probability" else "score"
-
-
-def saved_setting(run: Path, key: str) -> Any:
-    """A value of a run's saved config (``.hydra/config.yaml``), or None when absent or unresolvable."""
-    path = run / ".hydra" / "config.yaml"
-    if not path.exists():
-        return None
-    try:
-        return OmegaConf.select(OmegaConf.load(path), key, default=None)
-    except Exception:  # an interpolation only a live Hydra job resolves: the caller falls back
-        return None
 
 
 def answered_file(run: Path, filename: str) -> tuple[str | None, str | None, str | None]:

@@ -21,8 +21,8 @@ import torch
 
 from core.errors import DataFormatError
 from core.files import write_json
-from models.ensemble import saved_model_setting, weighted_means
 from models.regression_metrics import regression_scores
+from tasks.ensemble_runs import saved_model_setting, weighted_means
 
 log = logging.getLogger(__name__)
 
