@@ -1,7 +1,7 @@
 """Soft voting (``task=ensemble``): the weighted mean of several classifier runs' class probabilities.
 
-(Reader runs, whose predictions are ``{question id: answer}``, go to models/reader_ensemble.py instead;
-regressor runs, whose records hold a ``prediction``, to models/regression_ensemble.py: the weighted mean of
+(Reader runs, whose predictions are ``{question id: answer}``, go to tasks/ensemble_readers.py instead;
+regressor runs, whose records hold a ``prediction``, to tasks/ensemble_regression.py: the weighted mean of
 the predictions.)
 
 Each run contributes its ``predictions.json`` or ``test_predictions.json`` (records ``{id, label,

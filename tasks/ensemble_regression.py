@@ -1,7 +1,7 @@
 """Ensembles of regressor runs (``task=ensemble`` over ``model=regressor`` runs): the weighted mean prediction.
 
 Each run contributes its ``predictions.json`` or ``test_predictions.json`` (records ``{id, prediction, gold}``,
-``gold`` null where the file had no score). As for classifiers (models/ensemble.py), an id is averaged over
+``gold`` null where the file had no score). As for classifiers (tasks/ensemble_classifiers.py), an id is averaged over
 the runs that predicted it, so the held-out predictions of a K-fold sweep give out-of-fold predictions of the
 whole training file and their test predictions one ensembled prediction per record. When every record has
 a gold score, the ensemble and each run are scored (``pearson``, ``spearman``, ``mse``, ``f1`` at the runs'
