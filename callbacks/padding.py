@@ -9,14 +9,16 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import LightningModule, Trainer
+
+from callbacks.run_metrics import RunMetricsCallback
 
 
-class PaddingFraction(Callback):
+class PaddingFraction(RunMetricsCallback):
     """Padded tokens / all tokens of the training batches of each epoch (``attention_mask`` zeros).
 
     Logged as ``train_padding_fraction`` at each epoch end and kept as a list (``run_metrics()``, which
-    ``main.py`` puts in metrics.json). The counts are summed over DDP processes; the list is saved in
+    ``task=fit`` puts in metrics.json). The counts are summed over DDP processes; the list is saved in
     checkpoints, so a resumed run reports every epoch. It is restored only when training resumes: the
     ``validate(ckpt_path=best)`` after a fit loads an earlier epoch's checkpoint, whose list is shorter.
     """

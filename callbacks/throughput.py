@@ -9,10 +9,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import LightningModule, Trainer
+
+from callbacks.run_metrics import RunMetricsCallback
 
 
-class TrainThroughput(Callback):
+class TrainThroughput(RunMetricsCallback):
     """Samples (features) per second over the forward/backward/step time of training batches."""
 
     def __init__(self) -> None:
@@ -35,3 +37,6 @@ class TrainThroughput(Callback):
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         pl_module.log("train_samples_per_second", self.samples_per_second)
+
+    def run_metrics(self) -> dict[str, Any]:
+        return {"train_samples_per_second": self.samples_per_second, "train_seconds": self.seconds}

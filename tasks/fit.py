@@ -36,7 +36,7 @@ def task_fit(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from callbacks.resume import interrupt_exit_code, stop_requested
-    from callbacks.throughput import TrainThroughput
+    from callbacks.run_metrics import RunMetricsCallback
     from callbacks.tuning import tune
 
     run = build_run(cfg)
@@ -63,12 +63,8 @@ def task_fit(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
     results = trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True)
     metrics: dict[str, Any] = eval_metrics(results)
-    throughput = next((c for c in trainer.callbacks if isinstance(c, TrainThroughput)), None)
-    if throughput is not None:
-        metrics["train_samples_per_second"] = throughput.samples_per_second
-        metrics["train_seconds"] = throughput.seconds
-    for callback in trainer.callbacks:  # callbacks that measure the run (callbacks/padding.py) add their numbers
-        if callable(getattr(callback, "run_metrics", None)):
+    for callback in trainer.callbacks:  # callbacks that measure the run (throughput, padding) add their numbers
+        if isinstance(callback, RunMetricsCallback):
             metrics.update(callback.run_metrics())
     metrics["best_checkpoint"] = best
     metrics["global_step"] = trainer.global_step

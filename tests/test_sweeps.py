@@ -12,7 +12,7 @@ import pytest
 from lightning.pytorch import Callback
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from callbacks.optuna_sweep import search_space, trial_overrides
+from sweeps.optuna_study import search_space, trial_overrides
 from tests.conftest import TINY_RUN, read_json, run_main
 from tests.test_wandb import offline_run
 
@@ -152,7 +152,7 @@ def test_hydra_grid_multirun_one_dir_metrics_and_wandb_run_per_job(
 
 def test_interrupted_trial_is_failed_and_retried_on_resume(tmp_path: Path) -> None:
     """A trial left RUNNING by a killed sweep: the next start marks it FAIL and queues the same params again."""
-    from callbacks.optuna_sweep import OptunaStudy, counted, write_summary
+    from sweeps.optuna_study import OptunaStudy, counted, write_summary
 
     sweeper = OptunaStudy(study_name="s", n_trials=3)
     study, url = sweeper._create_study(tmp_path, ["+experiment=nli"])

@@ -1,4 +1,4 @@
-"""Registers ``hydra/sweeper=optuna_study``; the logic lives in :mod:`callbacks.optuna_sweep`.
+"""Registers ``hydra/sweeper=optuna_study``; the logic lives in :mod:`sweeps.optuna_study`.
 
 Hydra instantiates sweepers only from classes defined under ``hydra_plugins``, hence this thin shim.
 (No ``from __future__ import annotations`` and no dataclass: Hydra's plugin scan executes this module
@@ -32,10 +32,10 @@ ConfigStore.instance().store(group="hydra/sweeper", name="optuna_study", node=DE
 
 
 class OptunaStudySweeper(Sweeper):
-    """Hydra's face of :class:`callbacks.optuna_sweep.OptunaStudy`."""
+    """Hydra's face of :class:`sweeps.optuna_study.OptunaStudy`."""
 
     def __init__(self, **kwargs: Any) -> None:
-        from callbacks.optuna_sweep import OptunaStudy
+        from sweeps.optuna_study import OptunaStudy
 
         self.study = OptunaStudy(**kwargs)
 

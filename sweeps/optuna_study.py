@@ -17,7 +17,7 @@ with ask/tell:
   ``choice``, ``range``, ``a,b,c``), from ``hydra.sweeper.params`` and from sweep overrides on the command
   line;
 * a trial that raises is recorded as FAIL with its message (and ``error.txt`` in its job dir) and the sweep
-  goes on; :class:`OptunaPruning` reports each validation to the pruner, a pruned trial is PRUNED;
+  goes on; :class:`callbacks.optuna_pruning.OptunaPruning` reports each validation to the pruner, a pruned trial is PRUNED;
 * ``sweep_summary.json`` in the sweep dir is rewritten after every trial.
 """
 
@@ -35,20 +35,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.trainer.states import TrainerFn
-
+from callbacks.optuna_pruning import set_active_trial
 from core.files import write_json
 
 log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "sweep_summary.json"
-_active_trial: Any = None  # the trial whose job runs now (Hydra's basic launcher runs jobs in this process)
-
-
-def active_trial() -> Any:
-    """The Optuna trial of the job running in this process, or None outside an Optuna sweep."""
-    return _active_trial
 
 
 # ----------------------------------------------------------------------------- search space
@@ -398,7 +390,6 @@ class OptunaStudy:
         """Ask, run as a Hydra job, tell; until the study has ``n_trials`` trials (shared by every worker)."""
         import optuna
 
-        global _active_trial
         returns = []
         while counted(study.get_trials(deepcopy=False)) < self.n_trials:
             trial = study.ask(space)
@@ -406,7 +397,7 @@ class OptunaStudy:
                 trial.set_user_attr(key, None)
             overrides = [*fixed, *trial_overrides(trial.params)]
             log.info("Trial %d: %s", trial.number, " ".join(trial_overrides(trial.params)))
-            _active_trial = trial
+            set_active_trial(trial)
             try:
                 [ret] = self.launcher.launch([overrides], initial_job_idx=trial.number)
             except Exception as exc:  # noqa: BLE001  (e.g. a sampled value the config cannot take)
@@ -420,7 +411,7 @@ class OptunaStudy:
                 returns.append(ret)
                 outcome = self._outcome(ret, metric)
             finally:
-                _active_trial = None
+                set_active_trial(None)
             state, value, error = outcome
             output_dir = str(ret.hydra_cfg.hydra.runtime.output_dir) if ret is not None and ret.hydra_cfg else None
             trial.set_user_attr("output_dir", output_dir)
@@ -464,38 +455,3 @@ class OptunaStudy:
         if not math.isfinite(value):
             return TrialState.FAIL, None, f"{metric}={value} is not finite"
         return TrialState.COMPLETE, value, None
-
-
-# ----------------------------------------------------------------------------- pruning
-
-
-class OptunaPruning(Callback):
-    """Reports ``monitor`` to the running Optuna trial after each validation of ``fit``; the pruner may stop it.
-
-    Step n is the trial's n-th validation, so trials with different batch sizes compare like with like. Outside
-    an Optuna sweep (no active trial) it does nothing.
-    """
-
-    def __init__(self, monitor: str) -> None:
-        self.monitor = monitor
-        self.validations = 0
-
-    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.validations = 0
-
-    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        import optuna
-
-        trial = active_trial()
-        if trial is None or trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
-            return
-        value = trainer.callback_metrics.get(self.monitor)
-        if value is None:
-            raise ValueError(
-                f"OptunaPruning monitors {self.monitor!r}, which was not logged; logged: {sorted(trainer.callback_metrics)}."
-            )
-        step = self.validations
-        self.validations += 1
-        trial.report(float(value), step=step)
-        if trial.should_prune():
-            raise optuna.TrialPruned(f"{self.monitor}={float(value):.4f} at validation {step}")
