@@ -69,11 +69,11 @@ def worker(library: str, data: Path, tokenizer: str) -> dict[str, Any]:
     from retrievals.bm25 import BM25Retriever
     from retrievals.corpus import Passage
     from retrievals.tfidf import TfidfRetriever
-    from retrievals.tokenizers import TokenizedCorpus
+    from retrievals.token_cache import TokenizedCorpus
 
     if library == "ours-e2e":
-        from retrievals.base import numba_kernel
-        from retrievals.task import prepare_retriever
+        from retrievals.term_index import numba_kernel
+        from tasks.retrieve import prepare_retriever
 
         kernel = numba_kernel("auto")
         if kernel is not None:  # load the compiled kernel before the baseline, as the imports
@@ -140,7 +140,8 @@ def bench_corpus(
     name: str, passages: list[tuple[str, str, str]], args: argparse.Namespace, work: Path
 ) -> None:
     """``passages``: (id, title, text)."""
-    from retrievals.tokenizers import TokenizedCorpus, build_tokenizer
+    from retrievals.token_cache import TokenizedCorpus
+    from retrievals.tokenizers import build_tokenizer
 
     data = work / name
     data.mkdir(parents=True, exist_ok=True)

@@ -43,7 +43,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from retrievals.tokenizers import TokenizedCorpus, build_tokenizer  # noqa: E402
+from retrievals.token_cache import TokenizedCorpus  # noqa: E402
+from retrievals.tokenizers import build_tokenizer  # noqa: E402
 
 LIBRARIES = ("ours-fast", "ours-fast-numba", "ours-fast-f32", "ours-fast-numba-f32", "ours-rank_bm25", "rank-bm25",
              "bm25s", "bm25s-numba")
@@ -97,10 +98,11 @@ def korean_like_corpus(n_passages: int, n_queries: int, seed: int = 0) -> tuple[
 
 
 def embedded_corpus() -> tuple[list[str], list[str], list[int]]:
-    from retrievals.corpus import gold_passage_ids, load_corpus, load_queries
+    from retrievals.corpus import gold_passage_ids, load_corpus
+    from tasks.retrieve import read_queries
 
     passages = load_corpus(ROOT / "data" / "mrc_sample" / "corpus.jsonl")
-    queries = load_queries(ROOT / "data" / "mrc_sample" / "validation.json")
+    queries = read_queries(ROOT / "data" / "mrc_sample" / "validation.json")
     gold = gold_passage_ids(queries, passages)
     position = {p.id: i for i, p in enumerate(passages)}
     texts = [f"{p.title}\n{p.text}" for p in passages]

@@ -25,10 +25,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from retrievals.bm25 import BM25Retriever  # noqa: E402
-from retrievals.corpus import Passage, Query, context_id, gold_passage_ids, load_corpus, load_queries  # noqa: E402
+from retrievals.corpus import Passage, Query, context_id, gold_passage_ids, load_corpus  # noqa: E402
 from retrievals.metrics import retrieval_metrics  # noqa: E402
 from retrievals.tfidf import TfidfRetriever  # noqa: E402
 from retrievals.tokenizers import CONTENT_KIWI_TAGS, DEFAULT_KIWI_TAGS  # noqa: E402
+from tasks.retrieve import read_queries  # noqa: E402
 
 NLI_FILE = ROOT.parent / "shared" / "data" / "klue-nli-v1.1_dev.json"
 NOUN_TAGS = list(DEFAULT_KIWI_TAGS)
@@ -52,7 +53,7 @@ CHOICES: dict[str, dict] = {
 
 def mrc_sample() -> tuple[list[Passage], list[Query]]:
     sample = ROOT / "data" / "mrc_sample"
-    return load_corpus(sample / "corpus.jsonl"), load_queries(sample / "validation.json")
+    return load_corpus(sample / "corpus.jsonl"), read_queries(sample / "validation.json")
 
 
 def klue_nli() -> tuple[list[Passage], list[Query]] | None:

@@ -139,7 +139,7 @@ class CurriculumStudyReport(Callback):
     """Hydra callback (``hydra.callbacks``): the study table once every job of the sweep has run."""
 
     def __init__(self, metrics: Sequence[str] = ("exact_match", "f1"), baseline: str = "none", alpha: float = 0.05,
-                 readme: str | None = "README.md", command: str = "python main.py -m +experiment=curriculum_study") -> None:
+                 readme: str | None = "docs/curriculum.md", command: str = "python main.py -m +experiment=curriculum_study") -> None:
         self.metrics = list(metrics)
         self.baseline = baseline
         self.alpha = alpha

@@ -15,6 +15,7 @@ from typing import Any
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
 
+from models.base import TaskModule
 from models.qa_metrics import exact_match_score, f1_score, metric_max_over_ground_truths
 
 TABLE_COLUMNS = ["epoch", "global_step", "id", "question", "context", "prediction", "gold", "exact_match", "f1"]
@@ -81,12 +82,12 @@ class WandbValPredictions(Callback):
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         logger = find_wandb_logger(trainer)
-        predictions = getattr(pl_module, "last_predictions", None)
+        predictions = pl_module.last_predictions if isinstance(pl_module, TaskModule) else None
         if logger is None or trainer.sanity_checking or not trainer.is_global_zero or not predictions:
             return
-        own = getattr(pl_module, "prediction_table", None)  # a module whose predictions are not QA spans
-        if callable(own):
-            columns, data = own(self.sample_ids(predictions))
+        own = pl_module.prediction_table(self.sample_ids(predictions))  # predictions that are not QA spans
+        if own is not None:
+            columns, data = own
             logger.log_table(key=self.key, columns=columns, data=data)
             return
         logger.log_table(key=self.key, columns=TABLE_COLUMNS, data=self.rows(trainer, predictions))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 class TaskModel(Protocol):
@@ -59,9 +59,41 @@ class TaskData(Protocol):
         ...
 
 
+@runtime_checkable
 class EvaluationData(Protocol):
     """What a module reads from ``trainer.datamodule`` to turn its outputs into predictions and scores."""
 
     def eval_examples(self, split: str) -> Sequence[Mapping[str, Any]]:
         """The examples of ``validation`` or ``test``, in the order their features were built."""
+        ...
+
+
+@runtime_checkable
+class SpanEvaluationData(Protocol):
+    """What the extractive reader reads from ``trainer.datamodule``: the eval windows of a split.
+
+    ``eval_set(split)`` gives an object with ``examples``, ``examples_by_id``, ``example_index`` (the example of
+    each feature) and ``offset_mapping`` (each feature's token offsets, None outside the context), built once
+    per split so that span decoding never re-tokenises.
+    """
+
+    def eval_set(self, split: str) -> Any:
+        """The examples and windows of ``validation`` or ``test``."""
+        ...
+
+
+@runtime_checkable
+class ClassStatistics(Protocol):
+    """What a classifier reads from its datamodule to weigh the classes (``model.loss.alpha=balanced``)."""
+
+    class_counts: Sequence[int]
+    """Training examples per class, in label-map order (empty until the training data is read)."""
+
+
+@runtime_checkable
+class TypeConstraints(Protocol):
+    """What a relation classifier reads for ``model.type_constraint``: the relations allowed per example."""
+
+    def allowed_labels(self, split: str) -> Sequence[Sequence[bool]]:
+        """Per example of ``split``, per class: may the relation hold between its subject and object types."""
         ...

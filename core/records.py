@@ -1,7 +1,7 @@
-"""The internal records every layer shares, and the one reader of record files.
+"""The internal records every layer shares.
 
-An MRC question is one :class:`MRCExample` whatever its file format (``datamodules/mrc_formats.py`` reads the
-formats); models, metrics and retrievers only see these dicts.
+An MRC question is one :class:`MRCExample` whatever its file format (``core/record_files.py`` reads the files,
+``datamodules/mrc_formats.py`` finds the questions in them); models, metrics and retrievers only see these dicts.
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ data, and is written to the run dir as ``label_map.json``, which ``datamodule.la
 
 from __future__ import annotations
 
-import csv
 import difflib
 import json
 import logging
@@ -18,26 +17,35 @@ import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any
 
-from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding
 
 from core.errors import DataFormatError
 from core.files import write_json
+from core.record_files import read_record_file
 from datamodules.augment import AUGMENT_METHODS, augment_text
+from datamodules.base import TaskDataModule
 from datamodules.curriculum import (
     TEXT_DIFFICULTIES,
+    DifficultyRequest,
     build_sampler,
-    cached_scores,
     curriculum_spec,
-    data_fingerprint,
-    file_identity,
-    teacher_losses,
+    expensive_scores,
 )
 from datamodules.kfold import fold_assignment, fold_report, warn_leaks
 from datamodules.mrc import FeatureTable
+from datamodules.record_fields import (
+    MISSING,
+    ClassificationExample,
+    Entity,
+    label_name,
+    lookup,
+    nested_feature,
+    parse_label_map,
+    sort_labels,
+)
 from datamodules.samplers import SeededShuffleSampler
 
 log = logging.getLogger(__name__)
@@ -46,218 +54,17 @@ SPLITS = ("train", "validation", "test")
 FEATURE_KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels", "index")
 
 
-class Entity(TypedDict):
-    """A character span of one of the example's texts: ``end`` is exclusive (``text[start:end] == word``)."""
-
-    role: str
-    word: str
-    start: int
-    end: int
-    type: str
-    text_index: int
-
-
-class ClassificationExample(TypedDict):
-    id: str
-    texts: list[str]
-    # a class name; a real number for datamodules/regression.py
-    label: str | float | None
-    entities: list[Entity]
-
-
-# ----------------------------------------------------------------------------- reading files
-
-
-def read_records(path: str | Path, split: str | None = None) -> tuple[list[dict[str, Any]], Any]:
-    """Rows of a JSON list / JSON Lines / CSV / TSV file or a ``save_to_disk`` dataset, and the HF features (or None)."""
-    src = Path(path)
-    if not src.exists():
-        raise FileNotFoundError(f"{src}: no such file or directory (check datamodule.*_file).")
-    if src.is_dir():
-        return _records_from_saved_dataset(src, split)
-    suffix = src.suffix.lower()
-    if suffix in (".csv", ".tsv"):
-        with src.open(encoding="utf-8-sig", newline="") as handle:
-            rows = list(csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ","))
-        if not rows:
-            raise DataFormatError(src, None, "the file has a header but no records", "give a file with data rows")
-        return rows, None
-    text = src.read_text(encoding="utf-8-sig")
-    if suffix == ".jsonl" or _looks_like_json_lines(text):
-        return _json_lines(src, text), None
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise DataFormatError(
-            src, f"line {error.lineno}, column {error.colno}", f"not valid JSON ({error.msg})",
-            "repair or re-export the file (a truncated download is the usual cause)",
-        ) from None
-    return _rows_of_document(src, document), None
-
-
-def _looks_like_json_lines(text: str) -> bool:
-    lines = [line for line in text.splitlines()[:3] if line.strip()]
-    return len(lines) > 1 and all(line.lstrip().startswith("{") and line.rstrip().endswith("}") for line in lines)
-
-
-def _json_lines(src: Path, text: str) -> list[dict[str, Any]]:
-    rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as error:
-            raise DataFormatError(
-                src, f"line {number}", f"not valid JSON ({error.msg})", "write one JSON object per line"
-            ) from None
-    return _rows_of_document(src, rows)
-
-
-def _rows_of_document(src: Path, document: Any) -> list[dict[str, Any]]:
-    """A list of objects, or an object holding exactly one such list (``{"data": [...]}``)."""
-    if isinstance(document, dict):
-        lists = [v for v in document.values() if isinstance(v, list) and v and isinstance(v[0], dict)]
-        if len(lists) != 1:
-            raise DataFormatError(
-                src, None, f"a JSON object with keys {sorted(document)[:8]}, not a list of records",
-                "write the records as a JSON list ([{...}, {...}]) or JSON Lines",
-            )
-        document = lists[0]
-    if not isinstance(document, list) or not document:
-        raise DataFormatError(src, None, "no records found", "write the records as a JSON list or JSON Lines")
-    for index, row in enumerate(document):
-        if not isinstance(row, dict):
-            raise DataFormatError(src, f"#{index}", f"a {type(row).__name__}, not an object", "make every record a JSON object")
-    return document
-
-
-def _records_from_saved_dataset(src: Path, split: str | None) -> tuple[list[dict[str, Any]], Any]:
-    from datasets import DatasetDict, load_from_disk
-
-    data = load_from_disk(str(src))
-    if isinstance(data, DatasetDict):
-        if split not in data:
-            raise DataFormatError(
-                src, None, f"a DatasetDict with splits {sorted(data)}, and datamodule.*_split={split!r} is not one",
-                f"set the split to one of {sorted(data)}",
-            )
-        data = data[split]
-    return data.to_list(), data.features
-
-
-# ----------------------------------------------------------------------------- fields
-
-
-MISSING = object()
-
-
-def lookup(record: Mapping[str, Any], dotted: str) -> Any:
-    """``record[dotted]``, else the nested value at the dotted path (``labels.binary-label``); MISSING if absent."""
-    if dotted in record:
-        return record[dotted]
-    node: Any = record
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return MISSING
-        node = node[part]
-    return node
-
-
-def nested_feature(features: Any, dotted: str) -> Any:
-    """The HF feature at a dotted path (a ClassLabel tells the class names of integer labels)."""
-    node = features
-    for part in ([dotted] if features is not None and dotted in features else dotted.split(".")):
-        try:
-            node = node[part]
-        except (KeyError, TypeError):
-            return None
-    return node
-
-
-def label_name(value: Any, src: Path, record: str, field: str, class_names: Sequence[str] | None) -> str:
-    """A label value as its class name: strings as they are, integers as text (or their ClassLabel name)."""
-    if isinstance(value, bool):
-        value = int(value)
-    if isinstance(value, float):
-        if not value.is_integer():
-            raise DataFormatError(
-                src, record, f"{field}={value} is a real-valued score, not a class",
-                "classify a discrete field instead (KLUE-STS: datamodule.label_field=labels.binary-label), or "
-                "regress the score: model=regressor datamodule=regression (docs/sts.md)",
-            )
-        value = int(value)
-    if isinstance(value, int):
-        if class_names is not None:
-            if not 0 <= value < len(class_names):
-                raise DataFormatError(src, record, f"{field}={value} is outside the dataset's {len(class_names)} classes",
-                                      "correct the record")
-            return class_names[value]
-        return str(value)
-    if isinstance(value, str) and value.strip():
-        return value.strip()
-    raise DataFormatError(src, record, f"{field}={value!r} is not a label", "give every record a class name or number")
-
-
-def sort_labels(names: set[str]) -> list[str]:
-    """Numeric names in numeric order (``0, 1, 2, 10``), others alphabetically."""
-    if all(n.lstrip("-").isdigit() for n in names):
-        return sorted(names, key=int)
-    return sorted(names)
-
-
-# ----------------------------------------------------------------------------- label maps
-
-
-def parse_label_map(spec: Any) -> list[str]:
-    """``label_map`` as class names in id order: a list, ``{name: id}``, ``{id: name}``, or a JSON / text file.
-
-    A JSON file may hold any of those or one list under a single key (KLUE-RE's ``relation_list.json``:
-    ``{"relations": [...]}``); a ``.txt`` file lists one class per line.
-    """
-    if isinstance(spec, str | Path):
-        path = Path(spec)
-        if not path.exists():
-            raise FileNotFoundError(f"datamodule.label_map={spec}: no such file.")
-        if path.suffix.lower() in (".pkl", ".pickle"):
-            raise ValueError(
-                f"datamodule.label_map={spec}: pickle files are not read (loading one can run code); write the "
-                "mapping as JSON, e.g. json.dump(pickle.load(f), open('label_map.json', 'w'), ensure_ascii=False)."
-            )
-        text = path.read_text(encoding="utf-8-sig")
-        if path.suffix.lower() == ".json":
-            try:
-                spec = json.loads(text)
-            except json.JSONDecodeError as error:
-                raise DataFormatError(path, f"line {error.lineno}", f"not valid JSON ({error.msg})", "repair the file") from None
-            if isinstance(spec, dict) and len(spec) == 1 and isinstance(next(iter(spec.values())), list):
-                spec = next(iter(spec.values()))
-        else:
-            spec = [line.strip() for line in text.splitlines() if line.strip()]
-    if isinstance(spec, Mapping):
-        items = [(str(k), v) for k, v in spec.items()]
-        if all(isinstance(v, int) for _, v in items):
-            ids = sorted(v for _, v in items)
-            if ids != list(range(len(items))):
-                raise ValueError(f"datamodule.label_map: the ids {ids[:10]} must be 0..{len(items) - 1}, each once.")
-            names = [name for name, _ in sorted(items, key=lambda kv: kv[1])]
-        elif all(k.isdigit() for k, _ in items):
-            names = [str(v) for _, v in sorted(items, key=lambda kv: int(kv[0]))]
-        else:
-            raise ValueError("datamodule.label_map: give a list of class names, {name: id} or {id: name}.")
-    elif isinstance(spec, Sequence) and not isinstance(spec, str):
-        names = [str(v) for v in spec]
-    else:
-        raise ValueError(f"datamodule.label_map={spec!r}: give a list of class names, a mapping, or a file path.")
-    if len(names) < 2 or len(set(names)) != len(names):
-        raise ValueError(f"datamodule.label_map: need at least two distinct class names (got {names[:10]}).")
-    return names
+# the record types and field helpers live in datamodules/record_fields.py; imported from here too
+__all__ = [
+    "MISSING", "ClassificationDataModule", "ClassificationExample", "Entity", "label_name", "lookup", "nested_feature",
+    "parse_label_map", "sort_labels",
+]
 
 
 # ----------------------------------------------------------------------------- the datamodule
 
 
-class ClassificationDataModule(LightningDataModule):
+class ClassificationDataModule(TaskDataModule):
     """Labelled records -> tokenised (pairs of) texts, with K-fold splits and training-only augmentation.
 
     ``n_folds`` (with ``fold``): the training file is split into stratified, seeded folds; fold ``fold`` is
@@ -374,7 +181,8 @@ class ClassificationDataModule(LightningDataModule):
             path = self.files[split]
             if not path:
                 raise ValueError(f"datamodule.{split}_file is not set: give the path of the {split} data.")
-            rows, features = read_records(path, self.splits[split])
+            source = read_record_file(path, split=self.splits[split])
+            rows, features = source.records, source.features
             class_feature = nested_feature(features, self.label_field)
             class_names = list(class_feature.names) if hasattr(class_feature, "names") else None
             examples = [self.make_example(row, i, Path(path), labels, class_names) for i, row in enumerate(rows)]
@@ -477,6 +285,14 @@ class ClassificationDataModule(LightningDataModule):
                  self.fold_seed, len(rest), len(held_out))
         return rest, held_out
 
+    def load_examples(self, split: str, require_answers: bool) -> list[ClassificationExample]:
+        """The split's validated examples (``train`` / ``validation`` follow the K-fold split when there is one)."""
+        if split == "train":
+            return self.train_and_validation()[0]
+        if split == "validation":
+            return self.validation_examples()
+        return self.load("test", labels="all") if require_answers else self.test_examples()
+
     def strata(self, examples: Sequence[ClassificationExample]) -> list[str]:
         """What the K-fold split keeps in proportion in every fold: the class."""
         return [str(ex["label"]) for ex in examples]
@@ -577,19 +393,12 @@ class ClassificationDataModule(LightningDataModule):
         spec = self.curriculum
         if spec.difficulty in TEXT_DIFFICULTIES:
             return TEXT_DIFFICULTIES[spec.difficulty](examples, self.tokenizer)
-        key = {
-            "difficulty": spec.difficulty, "data": data_fingerprint(examples, self.tokenizer),
-            "max_seq_length": self.max_seq_length, "teacher": file_identity(str(spec.teacher_ckpt)),
-        }  # fmt: skip
-        loader = self._loader(self.train_features)
-        return cached_scores(self.cache_dir, key,
-                             lambda: teacher_losses(spec, self.teacher_class(), self.tokenizer, loader))
-
-    def teacher_class(self) -> type:
-        """The module a ``curriculum.difficulty=loss`` teacher checkpoint is rebuilt as."""
-        from models.classifier import SequenceClassifier
-
-        return SequenceClassifier
+        # loss: a teacher run's per-sample loss, computed by the scorer tasks/difficulty.py injected
+        request = DifficultyRequest(
+            spec=spec, examples=examples, tokenizer=self.tokenizer, loader=self._loader(self.train_features),
+            settings={"max_seq_length": self.max_seq_length}, cache_dir=self.cache_dir,
+        )
+        return expensive_scores(self.difficulty_scorer, request)
 
     def _set_eval(self, split: str, examples: list[ClassificationExample]) -> None:
         self._eval[split] = (examples, self.features(examples))

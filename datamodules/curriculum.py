@@ -6,26 +6,21 @@ their settings) or the MRC slice's plain string (``datamodule.curriculum=none|le
 
 Difficulty scores are per example (larger = harder unless ``ascending: false``); a datamodule computes the
 ones it knows (:data:`MRC_DIFFICULTIES`, :data:`TEXT_DIFFICULTIES`, ``loss`` for either) and spreads an
-example's score over its features. Scores that cost something (BM25, a teacher model's loss) are cached
-under ``cache_dir/difficulty`` next to the features, keyed by the data, the tokenizer and the teacher file.
+example's score over its features. Scores that cost something (BM25, a teacher model's loss) need a model or a
+retriever: the datamodule asks an injected scorer for them (:class:`DifficultyRequest`; ``tasks/difficulty.py``
+computes and caches them under ``cache_dir/difficulty``), so the data layer never builds a model.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from torch.utils.data import Sampler
 
-from core.cache import build_once
-from core.files import write_json
 from datamodules.samplers import BabyStepsSampler, CompetenceSampler, CurriculumSampler, SeededShuffleSampler
 
 log = logging.getLogger(__name__)
@@ -165,98 +160,35 @@ TEXT_DIFFICULTIES: dict[str, Callable[[Sequence[Mapping[str, Any]], Any], list[f
 EXPENSIVE = ("bm25", "loss")
 
 
-def bm25_difficulty(examples: Sequence[Mapping[str, Any]], tokenizer_name: str) -> list[float]:
-    """Minus the BM25 score of each question's own context, among the training set's distinct contexts:
-    a question that shares few (rare) words with its passage is hard to ground. The project's BM25
-    (``retrievals``, rank-bm25's Okapi) over ``tokenizer_name`` tokens (``retriever.tokenizer.name`` values)."""
-    from retrievals import BM25Retriever, Passage
+@dataclass(frozen=True)
+class DifficultyRequest:
+    """What a datamodule hands an injected scorer for an expensive difficulty (``bm25``, ``loss``).
 
-    contexts = list(dict.fromkeys(ex["context"] for ex in examples))
-    position = {text: i for i, text in enumerate(contexts)}
-    retriever = BM25Retriever(tokenizer=tokenizer_name, index_title=False, engine="numpy")
-    retriever.index([Passage(id=str(i), text=text) for i, text in enumerate(contexts)])
-    token_lists = retriever.tokenizer.tokenize([ex["question"] for ex in examples])
-    return [-float(retriever.get_scores(tokens)[position[ex["context"]]]) for tokens, ex in
-            zip(token_lists, examples, strict=True)]  # fmt: skip
-
-
-def file_identity(path: str, key: str = "datamodule.curriculum.teacher_ckpt") -> dict[str, Any]:
-    """What changes when a checkpoint file is replaced: its resolved path, size and modification time
-    (a missing file is a clear error naming ``key`` and the checkpoints nearby)."""
-    from models.safe_loading import existing_checkpoint
-
-    stat = os.stat(existing_checkpoint(path, key=key))
-    return {"path": str(Path(path).resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-
-
-def cached_scores(cache_dir: str | None, key: Mapping[str, Any], compute: Callable[[], list[float]]) -> list[float]:
-    """``compute()`` once per ``key`` (the data, tokenizer, difficulty and its inputs), kept as JSON under
-    ``cache_dir/difficulty`` (atomic writes: a crash leaves no half file; concurrent runs compute it once)."""
-    if cache_dir is None:
-        return compute()
-    digest = hashlib.sha256(json.dumps({"v": CACHE_VERSION, **key}, sort_keys=True, default=str).encode()).hexdigest()
-    path = Path(cache_dir) / "difficulty" / f"{key.get('difficulty', 'scores')}-{digest[:20]}.json"
-
-    def load() -> list[float]:
-        scores = json.loads(path.read_text(encoding="utf-8"))
-        log.info("difficulty %s: %d cached scores from %s", key.get("difficulty"), len(scores), path)
-        return scores
-
-    def build() -> list[float]:
-        scores = compute()
-        write_json(path, scores)
-        return scores
-
-    return build_once(path, path.is_file, build, load)
-
-
-def data_fingerprint(examples: Sequence[Mapping[str, Any]], tokenizer: Any) -> str:
-    """A hash of the examples (as the datamodule holds them) and the tokenizer's vocabulary."""
-    from models.safe_loading import tokenizer_fingerprint
-
-    digest = hashlib.sha256(json.dumps(list(examples), sort_keys=True, ensure_ascii=False, default=str).encode())
-    digest.update(tokenizer_fingerprint(tokenizer).encode())
-    return digest.hexdigest()[:32]
-
-
-# ----------------------------------------------------------------------------- a teacher's loss
-
-
-def teacher_losses(spec: CurriculumSpec, module_class: type, tokenizer: Any, loader: Any) -> list[float]:
-    """Per-sample loss of a previous run's model (``spec.teacher_ckpt``) over ``loader`` (in dataset order).
-
-    The teacher is rebuilt from its run's ``backbone/`` config and the checkpoint's hyper-parameters, and
-    its checkpoint checked like ``ckpt_path`` (weights only; the vocabulary must be this run's, since the
-    features are this run's token ids). The module's ``per_sample_loss(batch)`` gives one loss per row.
+    ``examples`` are the training examples as the datamodule holds them; ``loader`` gives their features in
+    dataset order, in evaluation batches (what a teacher scores); ``example_index`` maps each feature to its
+    example when an example has several (MRC windows; None: one feature per example); ``settings`` are the
+    feature settings that enter the cache key. The scorer returns one score per example.
     """
-    import inspect
 
-    import torch
+    spec: CurriculumSpec
+    examples: Sequence[Mapping[str, Any]]
+    tokenizer: Any
+    loader: Any
+    settings: Mapping[str, Any]
+    cache_dir: str | None
+    example_index: Sequence[int] | None = None
 
-    from models.backbone import pretrained_backbone
-    from models.safe_loading import check_checkpoint, existing_checkpoint, load_checkpoint
 
-    key = "datamodule.curriculum.teacher_ckpt"
-    path = existing_checkpoint(str(spec.teacher_ckpt), key=key)
-    backbone_dir = Path(path).parent.parent / "backbone"
-    if not (backbone_dir / "config.json").is_file():
-        from core.errors import DataFormatError
+# (request) -> one score per example; tasks/difficulty.py provides it (a model or a retriever computes these)
+DifficultyScorer = Callable[[DifficultyRequest], list[float]]
 
-        raise DataFormatError(path, None, f"has no run directory around it ({backbone_dir}/config.json is missing)",
-                              f"give a checkpoint inside a fit run's directory: {key}=<run dir>/checkpoints/<file>.ckpt")
-    checkpoint = load_checkpoint(path)
-    hparams = dict(checkpoint.get("hyper_parameters") or {})
-    backbone = pretrained_backbone(str(backbone_dir), load_weights=False)
-    backbone.tokenizer = tokenizer  # this run's token ids: check_checkpoint refuses another vocabulary
-    accepted = inspect.signature(module_class).parameters
-    kwargs = {k: v for k, v in hparams.items() if k in accepted and k not in ("backbone", "init_from")}
-    module = module_class(backbone=backbone, **kwargs)
-    check_checkpoint(path, module, tokenizer)
-    module.load_state_dict(checkpoint["state_dict"])
-    module.eval()
-    losses: list[float] = []
-    with torch.inference_mode():
-        for batch in loader:
-            losses += module.per_sample_loss(batch).tolist()
-    log.info("teacher %s: loss of %d training samples (mean %.3f)", path, len(losses), float(np.mean(losses)))
-    return losses
+
+def expensive_scores(scorer: DifficultyScorer | None, request: DifficultyRequest) -> list[float]:
+    """``scorer(request)``; without a scorer, an error saying how the scores are computed."""
+    if scorer is None:
+        raise ValueError(
+            f"datamodule.curriculum.difficulty={request.spec.difficulty} is computed by the task step "
+            "tasks/difficulty.py (a teacher model or BM25): run through python main.py, or call "
+            "tasks.difficulty.attach_difficulty(datamodule) before setup()."
+        )
+    return scorer(request)

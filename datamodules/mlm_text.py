@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 from transformers import DataCollatorForLanguageModeling, DataCollatorForTokenClassification
 
+from core.record_files import iter_texts
+from datamodules.base import TaskDataModule
 from datamodules.samplers import SeededShuffleSampler
-from models.backbone import iter_texts
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def read_texts(paths: Sequence[str | Path], fields: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(t for t in texts if t))
 
 
-class MLMTextDataModule(LightningDataModule):
+class MLMTextDataModule(TaskDataModule):
     """Text of chosen files for MLM: windows of ``max_seq_length`` tokens, dynamic masking, held-out perplexity.
 
     ``train_file`` is the task's training file (``backbone=tiny`` also trains its tokenizer on it);

@@ -9,23 +9,19 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from core.errors import DataFormatError
 from core.files import write_json
+from datamodules.base import TaskDataModule
 from datamodules.curriculum import (
     EXPENSIVE,
     MRC_DIFFICULTIES,
-    bm25_difficulty,
+    DifficultyRequest,
     build_sampler,
-    cached_scores,
     curriculum_spec,
-    data_fingerprint,
-    file_identity,
-    mean_by_example,
+    expensive_scores,
     per_feature,
-    teacher_losses,
 )
 from datamodules.kfold import fold_assignment, fold_report, warn_leaks
 from datamodules.mrc_features import (
@@ -78,7 +74,7 @@ class EvalSet:
         return {ex["id"]: ex for ex in self.examples}
 
 
-class MRCDataModule(LightningDataModule):
+class MRCDataModule(TaskDataModule):
     """SQuAD/KorQuAD JSON, KLUE-MRC and ``save_to_disk`` data, read once into one record type.
 
     ``curriculum`` (:mod:`datamodules.curriculum`): ``pacing`` none | sorted | baby_steps | competence | anti
@@ -145,6 +141,15 @@ class MRCDataModule(LightningDataModule):
             raise ValueError(f"datamodule.fold_group={fold_group!r}: choose one of {', '.join(map(str, FOLD_GROUPS))}.")
         self.folds = {"n_folds": n_folds, "fold": fold, "fold_seed": fold_seed, "fold_group": fold_group}
         self._fold_split: dict[str, list[MRCExample]] | None = None
+
+    @classmethod
+    def check_files(cls, settings: Mapping[str, Any], splits: Sequence[str]) -> None:
+        """Read and validate the MRC files of ``splits`` (a bad record fails in a second, before any training)."""
+        for split in splits:
+            path = settings.get(f"{split}_file")
+            if path:
+                load_mrc_examples(path, require_answers=split != "test", split=settings.get(f"{split}_split"),
+                                  normalize=settings.get("normalize"))
 
     def _write_folds(self, fold_ids: dict[str, int]) -> None:
         """``folds.json`` in the run dir, as the classifier's K-fold runs write it (rank 0 only)."""
@@ -241,21 +246,13 @@ class MRCDataModule(LightningDataModule):
         spec, name = self.curriculum, self.curriculum.difficulty
         if name in MRC_DIFFICULTIES:
             return per_feature(MRC_DIFFICULTIES[name](examples, self.tokenizer), example_index)
-        key = {"difficulty": name, "data": data_fingerprint(examples, self.tokenizer), **self.feature_settings}
-        if name == "bm25":
-            key["tokenizer"] = spec.bm25_tokenizer
-            scores = cached_scores(self.cache_dir, key, lambda: bm25_difficulty(examples, spec.bm25_tokenizer))
-        else:  # loss: the teacher's mean loss over the example's windows
-            from models.reader import ExtractiveReader
-
-            key["teacher"] = file_identity(str(spec.teacher_ckpt)) if spec.teacher_ckpt else None
-            loader = self._eval_style_loader(self.train_features)
-            scores = cached_scores(
-                self.cache_dir, key,
-                lambda: mean_by_example(teacher_losses(spec, ExtractiveReader, self.tokenizer, loader), example_index,
-                                        len(examples)),
-            )  # fmt: skip
-        return per_feature(scores, example_index)
+        # bm25 / loss need a retriever or a teacher model: the scorer tasks/difficulty.py injected computes them
+        # (a teacher's mean loss over the example's windows), one score per example
+        request = DifficultyRequest(
+            spec=spec, examples=examples, tokenizer=self.tokenizer, loader=self._eval_style_loader(self.train_features),
+            settings=self.feature_settings, cache_dir=self.cache_dir, example_index=example_index,
+        )
+        return per_feature(expensive_scores(self.difficulty_scorer, request), example_index)
 
     def _setup_eval(self, split: str, require_answers: bool) -> None:
         examples = self.load_examples(split, require_answers=require_answers)
@@ -269,6 +266,10 @@ class MRCDataModule(LightningDataModule):
             features=FeatureTable(columns, keys),
         )
         log.info("%s: %d examples -> %d features", split, len(examples), len(columns["input_ids"]))
+
+    def eval_examples(self, split: str) -> list[MRCExample]:
+        """The examples of a validation / test split, in the order their features were built."""
+        return self.eval_set(split).examples
 
     def eval_set(self, split: str) -> EvalSet:
         if split not in self._eval_sets:

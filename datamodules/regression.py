@@ -76,8 +76,3 @@ class RegressionDataModule(ClassificationDataModule):
     def target(self, example: ClassificationExample) -> float:
         """The score; NaN where there is none (test records)."""
         return float(example["label"]) if example["label"] is not None else math.nan
-
-    def teacher_class(self) -> type:
-        from models.regressor import SequenceRegressor
-
-        return SequenceRegressor

@@ -1,7 +1,7 @@
 """Summarisation data (text -> summary) for a decoder-only or an encoder-decoder generator (``model=generator``).
 
-Records come from JSON, JSON Lines, CSV/TSV or ``save_to_disk`` data (the classification reader's
-``read_records``), with the fields named by ``text_field``, ``summary_field`` and ``id_field``.
+Records come from JSON, JSON Lines, CSV/TSV or ``save_to_disk`` data (``core.record_files.read_records``,
+the one reader), with the fields named by ``text_field``, ``summary_field`` and ``id_field``.
 
 * **causal** (a GPT): ``[bos] prompt(text) summary [eos]`` in one sequence; the prompt is
   ``prompt_template`` with ``{text}`` filled in (the text cut to ``max_source_length`` tokens), and its
@@ -20,17 +20,18 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 import torch
-from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
 from core.errors import DataFormatError
-from datamodules.classification import MISSING, ClassificationDataModule, lookup, read_records
+from core.generation import ARCHITECTURES, ensure_pad_token
+from core.record_files import read_records
+from datamodules.base import TaskDataModule
+from datamodules.classification import MISSING, ClassificationDataModule, lookup
 from datamodules.mrc import FeatureTable
 from datamodules.samplers import SeededShuffleSampler
 
 log = logging.getLogger(__name__)
 
-ARCHITECTURES = ("causal", "seq2seq")
 FEATURE_KEYS = ("input_ids", "labels", "prompt_ids", "index")
 
 
@@ -38,14 +39,6 @@ class SummaryExample(TypedDict):
     id: str
     text: str
     summary: str | None
-
-
-def ensure_pad_token(tokenizer: Any) -> None:
-    """GPT-style tokenizers have no pad token: pad with eos (padding is masked out of attention and loss)."""
-    if tokenizer.pad_token_id is None:
-        if tokenizer.eos_token_id is None:
-            raise ValueError("the tokenizer has neither a pad nor an eos token: a generator needs one to pad batches.")
-        tokenizer.pad_token = tokenizer.eos_token
 
 
 def pad(rows: Sequence[Sequence[int]], value: int, left: bool = False) -> torch.Tensor:
@@ -80,7 +73,7 @@ class SummaryCollator:
         return batch
 
 
-class SummarizationDataModule(LightningDataModule):
+class SummarizationDataModule(TaskDataModule):
     """Text/summary records -> tokenised training sequences, and generation inputs for validation/test."""
 
     def __init__(
@@ -146,7 +139,7 @@ class SummarizationDataModule(LightningDataModule):
         path = self.files[split]
         if not path:
             raise ValueError(f"datamodule.{split}_file is not set: give the path of the {split} data.")
-        rows, _ = read_records(path, self.splits[split])
+        rows = read_records(path, split=self.splits[split])
         src, examples, seen = Path(path), [], {}
         for index, row in enumerate(rows):
             record = self._id(row, index, src)
@@ -162,6 +155,10 @@ class SummarizationDataModule(LightningDataModule):
 
     # the classification reader's rule (the id field, dotted paths, or positions with id_field null)
     _id = ClassificationDataModule.record_id
+
+    def load_examples(self, split: str, require_answers: bool) -> list[SummaryExample]:
+        """The split's records (``load``: a test record may lack its summary)."""
+        return self.load(split)
 
     def _field(self, row: Mapping[str, Any], field: str, src: Path, record: str, key: str,
                required: bool) -> str | None:

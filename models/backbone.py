@@ -12,14 +12,14 @@ import hashlib
 import json
 import logging
 import unicodedata
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerFast
 
 from core.cache import build_once, publish_directory
-from core.errors import DataFormatError
+from core.record_files import iter_texts  # the generic text walk; also imported from here
 from core.tokenizer_training import SPECIAL_TOKENS, train_tokenizer
 
 log = logging.getLogger(__name__)
@@ -54,61 +54,6 @@ class Backbone:
         self.tokenizer.save_pretrained(directory)
         self.config.save_pretrained(directory)
         return directory
-
-
-# ----------------------------------------------------------------------------- text for training a tokenizer
-
-
-def iter_texts(paths: Sequence[str | Path], fields: Sequence[str]) -> Iterator[str]:
-    """Yield the string values stored under ``fields`` in JSON, JSON Lines or ``save_to_disk`` data.
-
-    Walking the JSON generically keeps the tokenizer trainer independent of each task's format.
-    """
-    wanted = set(fields)
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            from datasets import load_from_disk
-
-            data = load_from_disk(str(path))
-            splits = data.values() if hasattr(data, "values") else [data]
-            for split in splits:
-                for name in wanted & set(split.column_names):
-                    yield from (t for t in split[name] if isinstance(t, str))
-            continue
-        if path.suffix.lower() in (".csv", ".tsv"):
-            from datamodules.classification import read_records
-
-            yield from _walk_strings(read_records(path)[0], wanted)
-            continue
-        yield from _walk_strings(_read_json_records(path), wanted)
-
-
-def _read_json_records(path: Path) -> Any:
-    """JSON or JSON Lines; a syntax error names the file and line (the tokenizer reads data first)."""
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file (check datamodule.train_file).")
-    text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix == ".jsonl":
-            return [json.loads(line) for line in text.splitlines() if line.strip()]
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        raise DataFormatError(
-            path, f"line {error.lineno}, column {error.colno}", f"not valid JSON ({error.msg})",
-            "repair or re-export the file (a truncated download is the usual cause)",
-        ) from None
-
-
-def _walk_strings(node: Any, wanted: set[str], key: str | None = None) -> Iterator[str]:
-    if isinstance(node, dict):
-        for child_key, child in node.items():
-            yield from _walk_strings(child, wanted, child_key)
-    elif isinstance(node, list):
-        for child in node:
-            yield from _walk_strings(child, wanted, key)
-    elif isinstance(node, str) and key in wanted:
-        yield node
 
 
 # ----------------------------------------------------------------------------- tokenizer quality

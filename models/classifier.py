@@ -3,8 +3,8 @@
 ``pooling: cls`` uses the encoder's own sequence-classification head (``AutoModelForSequenceClassification``,
 so LoRA, ``init_from`` and exports behave as for the reader); ``pooling: entity`` concatenates the hidden
 states of the subject and object start tokens (Zhou & Chen 2021) into a head of its own, and the unused HF
-head is frozen. Loss: ``ce | focal | label_smoothing`` (models/losses.py); optimiser and LR schedule: the
-framework's shared ``models/optim.py``. ``type_constraint`` (KLUE-RE) zeroes the relations training never saw for
+head is frozen. Loss: the ``model/loss`` option (``ce | focal | label_smoothing`` or a user's own
+:class:`models.losses.Loss`); optimiser, LR schedule, the evaluation loop and exports: ``models/base.py``. ``type_constraint`` (KLUE-RE) zeroes the relations training never saw for
 an example's subject/object entity types before anything is scored or written. Validation logs ``val_accuracy``, ``val_macro_f1``, ``val_auprc``
 and, for KLUE-RE, ``val_micro_f1`` (models/cls_metrics.py), and keeps ``last_predictions`` (id, label,
 class probabilities, gold) for ``predictions.json``.
@@ -14,31 +14,23 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch import LightningModule
 from torch import nn
 from transformers import AutoModelForSequenceClassification
 
+from core.contracts import ClassStatistics, EvaluationData, TypeConstraints
 from models.backbone import Backbone
+from models.base import TaskModule
 from models.cls_metrics import ClassificationOutputs, classification_scores
 from models.encoder import build_encoder
-from models.eval_coverage import log_coverage
-from models.lora import (
-    check_checkpoint,
-    export_lora,
-    head_modules,
-    is_peft_model,
-    lora_enabled,
-)
-from models.losses import build_loss, class_weights
-from models.optim import optimization
-from models.safe_loading import record_backbone
+from models.lora import head_modules
+from models.losses import build_loss
 
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 POOLINGS = ("cls", "entity")
+# model.loss when a module is built without one (the config's default option, conf/model/loss/ce.yaml)
+CROSS_ENTROPY = {"_target_": "models.losses.CrossEntropyLoss"}
 
 
 def with_labels(backbone: Backbone, labels: Sequence[str]) -> Backbone:
@@ -50,11 +42,12 @@ def with_labels(backbone: Backbone, labels: Sequence[str]) -> Backbone:
     return Backbone(backbone.tokenizer, config, backbone.weights, backbone.source, backbone.extra)
 
 
-class SequenceClassifier(LightningModule):
-    """Cross-entropy / focal / label-smoothing training; validation scores every example once."""
+class SequenceClassifier(TaskModule):
+    """The ``model/loss`` option's training; validation scores every example once."""
 
     # the validation scores shown in the progress bar
     progress_scores: tuple[str, ...] = ("accuracy", "micro_f1")
+    default_loss: Mapping[str, Any] = CROSS_ENTROPY
 
     def __init__(
         self,
@@ -71,7 +64,7 @@ class SequenceClassifier(LightningModule):
         lora: Mapping[str, Any] | None = None,
         type_constraint: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(optimizer, scheduler)
         if not labels:
             raise ValueError(
                 "model=classifier needs the classes from a classification datamodule: use datamodule=classification, "
@@ -84,16 +77,13 @@ class SequenceClassifier(LightningModule):
         # Only plain containers go into the checkpoint (torch>=2.6 loads with weights_only=True).
         self.save_hyperparameters(ignore=["backbone"])
         self.hparams["labels"] = labels
-        record_backbone(self.hparams, backbone)
+        self.attach(backbone, build_encoder(AutoModelForSequenceClassification, with_labels(backbone, labels),
+                                            init_from=init_from, lora=lora))
         self.labels = labels
         self.no_relation_index = labels.index(no_relation_label) if no_relation_label in labels else None
-        self.tokenizer = backbone.tokenizer
-        self.encoder = build_encoder(AutoModelForSequenceClassification, with_labels(backbone, labels),
-                                     init_from=init_from, lora=lora)
         hf_model = self.hf_model
         if len(self.tokenizer) > hf_model.get_input_embeddings().num_embeddings:  # entity markers were added
             hf_model.resize_token_embeddings(len(self.tokenizer))
-        self.uses_token_types = getattr(backbone.config, "type_vocab_size", 1) > 1
         self.entity_head: nn.Module | None = None
         if pooling == "entity":
             hidden = hf_model.config.hidden_size
@@ -103,30 +93,24 @@ class SequenceClassifier(LightningModule):
             )
             for name in head_modules(hf_model):  # the HF head never sees a gradient: keep it out of the optimiser
                 getattr(hf_model, name).requires_grad_(False)
-        self.loss_fn = build_loss(loss, len(labels))
+        self.loss_fn = build_loss(loss or self.default_loss, len(labels))
         self.outputs = ClassificationOutputs()
         self.last_predictions: list[dict[str, Any]] = []
 
-    @property
-    def hf_model(self) -> Any:
-        """The transformers model under the LoRA wrapper, if any."""
-        return self.encoder.get_base_model() if is_peft_model(self.encoder) else self.encoder
-
     def setup(self, stage: str) -> None:
         """``loss.alpha: balanced`` weighs classes by the training data's counts, known once the data is read."""
-        if stage == "fit" and (self.hparams.loss or {}).get("alpha") == "balanced":
-            counts = getattr(self.trainer.datamodule, "class_counts", None)
+        if stage == "fit" and self.loss_fn.needs_class_counts:
+            why = "model.loss.alpha=balanced needs the class counts of a classification datamodule"
+            counts = self.evaluation_data(ClassStatistics, why).class_counts
             if not counts:
-                raise ValueError("model.loss.alpha=balanced needs the class counts of a classification datamodule.")
-            self.loss_fn.weight = class_weights("balanced", len(self.labels), counts)
+                raise ValueError(f"{why}.")
+            self.loss_fn.use_class_counts(counts)
 
     # ------------------------------------------------------------------ steps
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Class logits."""
-        inputs = {key: batch[key] for key in MODEL_INPUTS if key in batch}
-        if not self.uses_token_types:  # RoBERTa / ModernBERT-style encoders have one segment type
-            inputs.pop("token_type_ids", None)
+        inputs = self.encoder_inputs(batch)
         if self.entity_head is None:
             return self.encoder(**inputs).logits
         if "subject_index" not in batch:
@@ -136,17 +120,15 @@ class SequenceClassifier(LightningModule):
         pooled = torch.cat([hidden[rows, batch["subject_index"]], hidden[rows, batch["object_index"]]], dim=-1)
         return self.entity_head(pooled)
 
-    def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self.loss_fn(self(batch), batch["labels"])
-        self.log("train_loss", loss, prog_bar=True, batch_size=batch["input_ids"].size(0))
-        return loss
+    def training_loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self.loss_fn(self(batch), batch["labels"])
 
     def per_sample_loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Each example's cross-entropy (whatever ``model.loss`` trains with): a teacher's difficulty score
         (``curriculum.difficulty=loss``)."""
         return torch.nn.functional.cross_entropy(self(batch).float(), batch["labels"], reduction="none")
 
-    def _collect(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def eval_step(self, batch: Mapping[str, torch.Tensor], split: str) -> torch.Tensor:
         logits = self(batch)
         self.outputs.update(batch["index"], self.eval_values(logits), batch.get("labels"))
         return logits
@@ -156,40 +138,38 @@ class SequenceClassifier(LightningModule):
         return logits.float().softmax(dim=-1)
 
     def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
-        logits = self._collect(batch)
+        logits = self.eval_step(batch, "validation")
         self.log("val_loss", self.loss_fn(logits, batch["labels"]), batch_size=batch["input_ids"].size(0))
-
-    def test_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
-        self._collect(batch)
-
-    def predict_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
-        self._collect(batch)
 
     # ------------------------------------------------------------------ epoch ends
 
-    def _gather(self, split: str) -> dict[str, torch.Tensor]:
+    def eval_examples(self, split: str) -> Sequence[Mapping[str, Any]]:
+        why = f"model={type(self).__name__} needs the evaluation examples of a classification datamodule"
+        return self.evaluation_data(EvaluationData, why).eval_examples(split)
+
+    def eval_outputs(self, split: str) -> dict[str, torch.Tensor] | None:
         state = self.outputs.compute()
         self.outputs.reset()
         if state and self.hparams.get("type_constraint"):
             state = {**state, "probs": self.constrained(split, state["index"], state["probs"])}
-        if state:
-            self.last_predictions = self.prediction_records(split, state)
-        return state
+        return state or None
 
     def constrained(self, split: str, index: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
         """``model.type_constraint``: relations training never saw for an example's subject/object types get
         probability 0, the rest are renormalised (the table: the datamodule's ``type_constraints``)."""
-        allowed_labels = getattr(self.trainer.datamodule, "allowed_labels", None)
-        if allowed_labels is None:
-            raise ValueError("model.type_constraint needs entity types: use datamodule=klue_re (or re_sample).")
-        allowed = torch.tensor(allowed_labels(split), dtype=torch.bool, device=probs.device)[index.long()]
+        why = "model.type_constraint needs entity types: use datamodule=klue_re (or re_sample)"
+        table = self.evaluation_data(TypeConstraints, why).allowed_labels(split)
+        allowed = torch.tensor(table, dtype=torch.bool, device=probs.device)[index.long()]
         kept = probs.masked_fill(~allowed, 0.0)
         total = kept.sum(dim=1, keepdim=True)
         return torch.where(total > 0, kept / total.clamp(min=torch.finfo(kept.dtype).tiny), probs)
 
+    def predictions(self, split: str, outputs: Mapping[str, torch.Tensor]) -> tuple[Any, Any]:
+        return self.prediction_records(split, outputs), None
+
     def prediction_records(self, split: str, state: Mapping[str, torch.Tensor]) -> list[dict[str, Any]]:
         """``predictions.json``: id, predicted label, every class's probability, and the gold label when known."""
-        examples = self.trainer.datamodule.eval_examples(split)
+        examples = self.eval_examples(split)
         records = []
         for index, probs in zip(state["index"].tolist(), state["probs"].tolist(), strict=True):
             example = examples[index]
@@ -203,40 +183,19 @@ class SequenceClassifier(LightningModule):
             records.append(record)
         return records
 
-    def _score(self, split: str, prefix: str) -> None:
-        state = self._gather(split)
-        if not state:
-            return
-        for name, value in self.scores(state).items():
-            self.log(f"{prefix}_{name}", value, prog_bar=name in self.progress_scores)
-        examples = self.trainer.datamodule.eval_examples(split)
-        seen = [examples[i]["id"] for i in state["index"].tolist()]  # de-duplicated: DDP padding counts once
-        log_coverage(self, prefix, seen, [ex["id"] for ex in examples])
-
-    def scores(self, state: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    def scores(self, split: str, outputs: Mapping[str, torch.Tensor]) -> dict[str, float]:
         """The validation / test metrics of the gathered outputs (models/cls_metrics.py)."""
-        return classification_scores(state["probs"], state["target"], self.no_relation_index)
+        return classification_scores(outputs["probs"], outputs["target"], self.no_relation_index)
 
-    def on_validation_epoch_end(self) -> None:
-        self._score("validation", "val")
-
-    def on_test_epoch_end(self) -> None:
-        self._score("test", "test")
-
-    def on_predict_epoch_end(self) -> None:
-        self._gather("test")
-
-    # ------------------------------------------------------------------ optimisation
-
-    def configure_optimizers(self) -> Any:
-        return optimization(
-            self, self.hparams.optimizer, self.hparams.scheduler, self.trainer.estimated_stepping_batches
-        )  # encoder and, with entity pooling, its head
+    def coverage(self, split: str, outputs: Mapping[str, torch.Tensor]) -> tuple[Any, Any, None]:
+        examples = self.eval_examples(split)
+        seen = [examples[i]["id"] for i in outputs["index"].tolist()]  # de-duplicated: DDP padding counts once
+        return seen, [ex["id"] for ex in examples], None
 
     # ------------------------------------------------------------------ checkpoints and exports
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        check_checkpoint(checkpoint, self.hparams.get("lora"))
+        super().on_load_checkpoint(checkpoint)
         theirs = (checkpoint.get("hyper_parameters") or {}).get("labels")
         if theirs is not None and list(theirs) != self.labels:
             raise ValueError(
@@ -245,12 +204,10 @@ class SequenceClassifier(LightningModule):
                 "datamodule.label_map=<that run>/label_map.json"
             )
 
-    def export_artifacts(self, output_dir: Path) -> dict[str, Any]:
-        """With LoRA: the adapters (``adapter/``) and the merged model (``merged/``), from the weights held now."""
-        lora = self.hparams.get("lora")
-        if not lora_enabled(lora):
-            return {}
-        # the entity head is not an HF module, so a merged HF model would lose it
-        return export_lora(
-            self.encoder, self.tokenizer, lora, Path(output_dir), counted=self, mergeable=self.entity_head is None
-        )
+    def export_blocker(self) -> str | None:
+        if self.entity_head is not None:
+            return (
+                "model.pooling=entity puts the classification head outside the transformers model, so an HF "
+                "directory would lose it; export a model.pooling=cls classifier, or use the checkpoint itself"
+            )
+        return super().export_blocker()

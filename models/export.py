@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from core.files import write_json
+from models.base import TaskModule
 from models.lora import export_adapter, export_pretrained, is_peft_model
 
 __all__ = ["export_hf", "load_weights", "unexportable"]
@@ -28,31 +29,22 @@ __all__ = ["export_hf", "load_weights", "unexportable"]
 MANIFEST = "export.json"
 
 
-def load_weights(module: Any, ckpt_path: str | os.PathLike[str]) -> None:
+def load_weights(module: TaskModule, ckpt_path: str | os.PathLike[str]) -> None:
     """A checkpoint's weights into ``module`` (``weights_only`` torch.load; the module's own checks first)."""
     from models.safe_loading import load_checkpoint
 
     checkpoint = load_checkpoint(ckpt_path)
-    hook = getattr(module, "on_load_checkpoint", None)
-    if hook is not None:
-        hook(checkpoint)
+    module.on_load_checkpoint(checkpoint)
     module.load_state_dict(checkpoint["state_dict"])
 
 
-def unexportable(module: Any) -> str | None:
-    """Why ``module`` has no HF-format equivalent (None: it has one)."""
-    if getattr(module, "entity_head", None) is not None:
-        return (
-            "model.pooling=entity puts the classification head outside the transformers model, so an HF "
-            "directory would lose it; export a model.pooling=cls classifier, or use the checkpoint itself"
-        )
-    if not hasattr(module, "encoder") or not hasattr(module, "tokenizer"):
-        return f"{type(module).__name__} holds no transformers model (encoder) and tokenizer"
-    return None
+def unexportable(module: TaskModule) -> str | None:
+    """Why ``module`` has no HF-format equivalent (None: it has one): the module says (``export_blocker``)."""
+    return module.export_blocker()
 
 
 def export_hf(
-    module: Any, directory: str | os.PathLike[str], *, merge_lora: bool = True, source: str | None = None
+    module: TaskModule, directory: str | os.PathLike[str], *, merge_lora: bool = True, source: str | None = None
 ) -> dict[str, Any]:
     """Write ``module``'s HF model + tokenizer (+ label map) to ``directory``; returns ``{"hf_model": path}``.
 
@@ -62,7 +54,7 @@ def export_hf(
     directory = Path(directory)
     if directory.exists():
         raise ValueError(f"{directory} already exists: export to a new directory (nothing is overwritten).")
-    reason = unexportable(module)
+    reason = module.export_blocker()
     if reason:
         raise ValueError(f"task=export: {reason}.")
     encoder, tokenizer = module.encoder, module.tokenizer
@@ -78,7 +70,7 @@ def export_hf(
     else:
         lora = "merged" if is_peft_model(encoder) else None
         export_pretrained(encoder, tokenizer, tmp)  # LoRA folded in: a plain transformers model
-    labels = getattr(module, "labels", None)
+    labels = module.labels
     if labels:
         write_json(tmp / "label_map.json", {name: i for i, name in enumerate(labels)})
     model = encoder.get_base_model() if is_peft_model(encoder) else encoder

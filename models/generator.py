@@ -2,8 +2,8 @@
 
 ``architecture``: ``causal`` (``AutoModelForCausalLM``: a Korean GPT), ``seq2seq``
 (``AutoModelForSeq2SeqLM``: BART, T5) or ``auto`` (the backbone config's ``is_encoder_decoder``). Weights,
-``init_from`` and LoRA come from the same ``build_encoder`` as the reader's and classifier's; optimiser and
-LR schedule (``cosine_warm_restarts`` included) from ``models/optim.py``.
+``init_from`` and LoRA come from the same ``build_encoder`` as the reader's and classifier's; optimiser, LR
+schedule (``model/scheduler=cosine_warm_restarts`` included) and the evaluation loop from ``models/base.py``.
 
 Validation logs the teacher-forced ``val_loss`` (alone on plain text: ``datamodule=mlm_text
 datamodule.mlm=false`` pre-trains the LM) and generates a summary for every example with
@@ -29,13 +29,12 @@ from transformers import (
     PretrainedConfig,
 )
 
-from datamodules.summarization import ARCHITECTURES, ensure_pad_token
+from core.contracts import EvaluationData
+from core.generation import ARCHITECTURES, ensure_pad_token
 from models.backbone import Backbone
+from models.base import TaskModule
 from models.encoder import build_encoder
-from models.hf_module import EncoderModule
-from models.lora import is_peft_model
 from models.rouge import ROUGE_TYPES, RougeF1, rouge_f1
-from models.safe_loading import record_backbone
 
 MODEL_CLASSES = {"causal": AutoModelForCausalLM, "seq2seq": AutoModelForSeq2SeqLM}
 STRATEGIES = ("greedy", "beam", "top_k", "top_p", "sample")
@@ -135,8 +134,10 @@ def gather_objects(value: Any) -> list[Any]:
     return out
 
 
-class Generator(EncoderModule):
+class Generator(TaskModule):
     """Teacher-forced cross-entropy on the summary tokens; validation generates and scores ROUGE."""
+
+    progress_scores = ROUGE_TYPES
 
     def __init__(
         self,
@@ -150,13 +151,11 @@ class Generator(EncoderModule):
         init_from: str | None = None,
         lora: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(optimizer, scheduler)
         self.save_hyperparameters(ignore=["backbone"])
-        record_backbone(self.hparams, backbone)
         self.architecture = resolve_architecture(architecture, backbone.config)
-        self.tokenizer = backbone.tokenizer
-        ensure_pad_token(self.tokenizer)
-        self.encoder = build_encoder(MODEL_CLASSES[self.architecture], backbone, init_from=init_from, lora=lora)
+        ensure_pad_token(backbone.tokenizer)
+        self.attach(backbone, build_encoder(MODEL_CLASSES[self.architecture], backbone, init_from=init_from, lora=lora))
         self.generation = generation_config(generation or {}, self.hf_model.generation_config, self.tokenizer)
         # a causal model applies no_repeat_ngram_size to what it generates, not to its prompt (see above)
         self.no_repeat_ngram_size = 0
@@ -167,20 +166,10 @@ class Generator(EncoderModule):
         self.outputs: dict[int, str] = {}
         self.last_predictions: dict[str, str] = {}
 
-    @property
-    def hf_model(self) -> Any:
-        """The transformers model (with LoRA its adapters are injected in place, so it generates with them)."""
-        return self.encoder.get_base_model() if is_peft_model(self.encoder) else self.encoder
-
     # ------------------------------------------------------------------ steps
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> Any:
         return self.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
-
-    def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self(batch).loss
-        self.log("train_loss", loss, prog_bar=True, batch_size=batch["input_ids"].size(0))
-        return loss
 
     @torch.no_grad()
     def generate_ids(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -202,39 +191,50 @@ class Generator(EncoderModule):
         output = self.generate_ids(batch)
         return [text.strip() for text in self.tokenizer.batch_decode(output, skip_special_tokens=True)]
 
-    def _collect(self, batch: Mapping[str, torch.Tensor]) -> list[str]:
+    def eval_step(self, batch: Mapping[str, torch.Tensor], split: str) -> None:
+        """Generate for every example; validation also logs the teacher-forced loss and updates ROUGE."""
+        if split == "validation":
+            self.log("val_loss", self(batch).loss, batch_size=batch["input_ids"].size(0))
+            if "index" not in batch:  # plain text (datamodule=mlm_text mlm=false: LM pre-training): nothing to generate
+                return
         texts = self.generate(batch)
         self.outputs.update(zip(batch["index"].tolist(), texts, strict=True))
-        return texts
-
-    def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
-        self.log("val_loss", self(batch).loss, batch_size=batch["input_ids"].size(0))
-        if "index" not in batch:  # plain text (datamodule=mlm_text mlm=false: LM pre-training): nothing to generate
-            return
-        texts = self._collect(batch)
-        examples = self.trainer.datamodule.eval_examples("validation")
-        self.rouge.update(texts, [examples[i]["summary"] for i in batch["index"].tolist()])
-
-    def test_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
-        self._collect(batch)
-
-    def predict_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
-        self._collect(batch)
+        if split == "validation":
+            examples = self.eval_examples("validation")
+            self.rouge.update(texts, [examples[i]["summary"] for i in batch["index"].tolist()])
 
     # ------------------------------------------------------------------ epoch ends
 
-    def _predictions(self, split: str) -> dict[str, str]:
-        """``{id: generated text}`` in file order, from every process."""
+    def eval_examples(self, split: str) -> Any:
+        why = "model=generator needs the evaluation examples of a summarization datamodule"
+        return self.evaluation_data(EvaluationData, why).eval_examples(split)
+
+    def eval_outputs(self, split: str) -> dict[str, str] | None:
+        """``{id: generated text}`` in file order, from every process (validation: None when nothing was
+        generated, as in LM pre-training, where the loss is the only score)."""
+        if split == "validation" and not self.rouge.update_called:
+            return None
         merged: dict[int, str] = {}
         for part in gather_objects(self.outputs):
             merged.update(part)
         self.outputs = {}
-        examples = self.trainer.datamodule.eval_examples(split)
+        examples = self.eval_examples(split)
         return {examples[i]["id"]: merged[i] for i in sorted(merged)}
+
+    def predictions(self, split: str, outputs: dict[str, str]) -> tuple[Any, Any]:
+        return outputs, None
+
+    def scores(self, split: str, outputs: dict[str, str]) -> dict[str, Any]:
+        """ROUGE-1/2/L F1 of the validation summaries (test predictions are not scored here: task=score)."""
+        if split != "validation":
+            return {}
+        scores = {name: value.float() for name, value in self.rouge.compute().items()}
+        self.rouge.reset()
+        return {**scores, "examples": float(len(outputs))}
 
     def prediction_table(self, ids: list[str]) -> tuple[list[str], list[list[Any]]]:
         """W&B's validation table (callbacks/wandb_callbacks.py): text, generated and gold summary, ROUGE per row."""
-        examples = {ex["id"]: ex for ex in self.trainer.datamodule.eval_examples("validation")}
+        examples = {ex["id"]: ex for ex in self.eval_examples("validation")}
         tokenizer = (self.hparams.rouge or {}).get("tokenizer", "whitespace")
         rows = []
         for record in ids:
@@ -243,19 +243,3 @@ class Generator(EncoderModule):
             rows.append([self.current_epoch, self.global_step, record, example["text"], prediction,
                          example["summary"], *(scores[name] for name in ROUGE_TYPES)])
         return ["epoch", "global_step", "id", "text", "prediction", "summary", *ROUGE_TYPES], rows
-
-    def on_validation_epoch_end(self) -> None:
-        if not self.rouge.update_called:  # LM pre-training (or no validation batch): the loss alone
-            return
-        self.last_predictions = self._predictions("validation")
-        scores = self.rouge.compute()
-        for name, value in scores.items():
-            self.log(f"val_{name}", value.float(), prog_bar=True)
-        self.log("val_examples", float(len(self.last_predictions)))
-        self.rouge.reset()
-
-    def on_test_epoch_end(self) -> None:
-        self.last_predictions = self._predictions("test")
-
-    def on_predict_epoch_end(self) -> None:
-        self.last_predictions = self._predictions("test")

@@ -2,7 +2,8 @@
 
 The run's result is ``<run>/mlm_backbone/`` (``save_pretrained`` of the encoder with its MLM head, plus the
 tokenizer), which ``backbone=local backbone.name_or_path=<dir>`` or ``model.init_from=<dir>`` loads for
-fine-tuning. Optimiser, schedule, ``init_from`` and LoRA are the same code the reader uses.
+fine-tuning. Optimiser, schedule, ``init_from``, LoRA and the evaluation loop are the same code the reader uses
+(models/base.py).
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ from torchmetrics import MeanMetric, SumMetric
 from transformers import AutoModelForMaskedLM
 
 from models.backbone import Backbone
+from models.base import TaskModule
 from models.encoder import build_encoder
-from models.hf_module import EncoderModule
 from models.lora import count_parameters, export_pretrained, lora_enabled
-from models.safe_loading import record_backbone
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "labels")
 
@@ -61,8 +61,10 @@ def retarget_callbacks(callbacks: Sequence[Callback], monitor: Mapping[str, Any]
     return out
 
 
-class MaskedLanguageModel(EncoderModule):
+class MaskedLanguageModel(TaskModule):
     """MLM loss on dynamically masked windows; validation reports the held-out loss and its perplexity."""
+
+    progress_scores = ("mlm_loss", "perplexity")
 
     def __init__(
         self,
@@ -73,35 +75,32 @@ class MaskedLanguageModel(EncoderModule):
         init_from: str | None = None,
         lora: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(optimizer, scheduler)
         self.save_hyperparameters(ignore=["backbone"])
-        record_backbone(self.hparams, backbone)
-        self.encoder = build_encoder(AutoModelForMaskedLM, backbone, init_from=init_from, lora=lora)
-        self.tokenizer = backbone.tokenizer
+        self.attach(backbone, build_encoder(AutoModelForMaskedLM, backbone, init_from=init_from, lora=lora))
         self.val_loss = MeanMetric()
         self.val_windows = SumMetric()
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> Any:
         return self.encoder(**{key: batch[key] for key in MODEL_INPUTS if key in batch})
 
-    def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self(batch).loss
-        self.log("train_loss", loss, prog_bar=True, batch_size=batch["input_ids"].size(0))
-        return loss
-
-    def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
+    def eval_step(self, batch: Mapping[str, torch.Tensor], split: str) -> None:
         masked = (batch["labels"] != -100).sum()
         self.val_windows.update(batch["input_ids"].size(0))
         if masked > 0:  # the model's loss is a mean over masked tokens: weight it back to a token mean
             self.val_loss.update(self(batch).loss, weight=masked)
 
-    def on_validation_epoch_end(self) -> None:
+    def eval_outputs(self, split: str) -> dict[str, float]:
+        """The token-weighted held-out MLM loss (nan when no token was masked) and the windows seen."""
         loss = float(self.val_loss.compute()) if self.val_loss.update_count else math.nan
-        self.log("val_mlm_loss", loss, prog_bar=True)
-        self.log("val_perplexity", math.exp(min(loss, 50.0)), prog_bar=True)
-        self.log("val_examples", float(self.val_windows.compute()))
+        windows = float(self.val_windows.compute())
         self.val_loss.reset()
         self.val_windows.reset()
+        return {"mlm_loss": loss, "windows": windows}
+
+    def scores(self, split: str, outputs: dict[str, float]) -> dict[str, float]:
+        loss = outputs["mlm_loss"]
+        return {"mlm_loss": loss, "perplexity": math.exp(min(loss, 50.0)), "examples": outputs["windows"]}
 
     def configure_callbacks(self) -> list[Callback]:
         return retarget_callbacks(self.trainer.callbacks, self.hparams.monitor)

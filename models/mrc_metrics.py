@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from difflib import SequenceMatcher
 from typing import Any
 
-from datamodules.mrc_formats import MRCExample
+from core.records import MRCExample
 
 METRICS = ("korquad", "klue_mrc", "squad")
 
@@ -143,11 +143,8 @@ def score_against(
     examples: Sequence[MRCExample],
     predictions: Mapping[str, str],
     metric: str,
-    gold_path: Any = None,
-    split: str | None = None,
+    question_types: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """:func:`score_predictions`, with the question types of ``gold_path`` (the file ``examples`` came from)."""
-    from datamodules.mrc_formats import question_types
-
-    types = question_types(gold_path, split=split) if gold_path else None
-    return score_predictions(examples, predictions, metric, types)
+    """:func:`score_predictions` with the gold file's question types (the caller reads them: the file is the
+    data layer's business, ``datamodules.mrc_formats.question_types``)."""
+    return score_predictions(examples, predictions, metric, question_types or None)

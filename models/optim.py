@@ -1,14 +1,17 @@
-"""Optimiser and LR-schedule glue shared by every LightningModule of the framework.
+"""The optimiser and LR schedule of every module, from the ``model/optimizer`` and ``model/scheduler`` options.
 
-``model.optimizer`` names any ``torch.optim`` optimiser (AdamW by default); ``model.scheduler`` names a
-schedule that Lightning steps once per optimiser step: any transformers schedule (``linear``, ``cosine``,
-``constant``, ``polynomial`` ...) or ``cosine_warm_restarts`` (torch's CosineAnnealingWarmRestarts after a
-linear warmup). Warmup is ``warmup_steps`` or ``warmup_ratio`` of ``trainer.estimated_stepping_batches``.
+``model.optimizer`` names an optimiser class by ``_target_`` (``torch.optim.AdamW`` by default; any class
+called as ``cls(parameter_groups, **keys)``). ``model.scheduler`` names a function or class that Lightning steps
+once per optimiser step: transformers' schedules (``linear``, ``cosine``, ``constant`` ...),
+:func:`cosine_warm_restarts`, :func:`no_schedule`, or a user's own. The framework keeps three keys of a schedule
+node for itself (``warmup_ratio``, ``warmup_steps``, ``kwargs``) and passes ``num_warmup_steps`` and
+``num_training_steps`` (``trainer.estimated_stepping_batches``) when the schedule takes them.
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -16,25 +19,17 @@ from typing import Any
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts, LambdaLR, LRScheduler, SequentialLR
-from transformers import SchedulerType, get_scheduler
 from transformers.pytorch_utils import ALL_LAYERNORM_LAYERS
 from transformers.trainer_pt_utils import get_parameter_names
 
+from models.plugins import accepted_arguments, locate, partial, plugin_settings
+
+log = logging.getLogger(__name__)
+
 # HF Trainer's rule: no weight decay inside LayerNorm layers nor on parameters named like a bias or a norm.
 NO_DECAY_NAME_PATTERNS = (r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)")
-
-OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
-    cls.__name__.lower(): cls
-    for cls in vars(torch.optim).values()
-    if isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer) and cls is not torch.optim.Optimizer
-}
-# Schedules this module builds itself; every other name goes to transformers.get_scheduler.
-OWN_SCHEDULES = ("cosine_warm_restarts",)
-# Need a monitored metric or a plain optimiser step, not a per-step LambdaLR: not offered.
-UNSUPPORTED_SCHEDULES = ("reduce_lr_on_plateau", "greedy")
-SCHEDULES = tuple(
-    sorted({t.value for t in SchedulerType} - set(UNSUPPORTED_SCHEDULES) | set(OWN_SCHEDULES) | {"none"})
-)
+# keys of a model.scheduler node that the framework reads (the rest go to the schedule)
+SCHEDULE_KEYS = ("warmup_ratio", "warmup_steps", "kwargs")
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -50,30 +45,42 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
     ]
 
 
-def build_optimizer(model: nn.Module, settings: Mapping[str, Any]) -> torch.optim.Optimizer:
-    """``model.optimizer``: ``name`` (any torch.optim class, case-insensitive) plus its arguments.
+def check_optimizer(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``model.optimizer`` checked before anything trains: the class imports and takes every key given.
 
-    ``weight_decay`` goes to the decayed parameter group only; a key set to null is left to the
-    optimiser's default (``model.optimizer.betas=null`` before switching to ``name=sgd``).
+    A key set to null is left to the optimiser's default (``model.optimizer.betas=null`` for ``sgd`` under a
+    config that sets AdamW's betas).
     """
-    settings = {key: value for key, value in dict(settings).items() if value is not None}
-    name = str(settings.pop("name", "adamw")).lower()
-    if name not in OPTIMIZERS:
-        raise ValueError(f"model.optimizer.name={name!r} is unknown: choose one of {', '.join(sorted(OPTIMIZERS))}.")
-    cls = OPTIMIZERS[name]
-    signature = inspect.signature(cls).parameters
-    default_decay = signature["weight_decay"].default if "weight_decay" in signature else 0.0
-    weight_decay = float(settings.pop("weight_decay", default_decay))
-    accepted = set(signature) - {"params"}
-    unknown = sorted(set(settings) - accepted)
+    settings = plugin_settings("optimizer", settings)
+    target = settings["_target_"]
+    accepted = accepted_arguments(locate("optimizer", target))
+    own = {k: v for k, v in settings.items() if not k.startswith("_") and v is not None}
+    unknown = sorted(set(own) - (accepted or set(own)) - {"weight_decay"})
     if unknown:
         raise ValueError(
-            f"model.optimizer.{unknown[0]} is not an argument of torch.optim.{cls.__name__} "
-            f"(it takes {', '.join(sorted(accepted))}): set model.optimizer.{unknown[0]}=null."
+            f"model.optimizer.{unknown[0]} is not an argument of {target} "
+            f"(it takes {', '.join(sorted((accepted or set()) - {'params'}))}): set model.optimizer.{unknown[0]}=null."
         )
-    if "betas" in settings:
-        settings["betas"] = tuple(settings["betas"])
-    return cls(parameter_groups(model, weight_decay), **settings)
+    return settings
+
+
+def default_weight_decay(optimizer_class: Any) -> float:
+    """The optimiser's own default ``weight_decay`` (0 when it has none)."""
+    try:
+        parameter = inspect.signature(optimizer_class).parameters.get("weight_decay")
+    except (TypeError, ValueError):
+        return 0.0
+    return float(parameter.default) if parameter is not None and isinstance(parameter.default, (int, float)) else 0.0
+
+
+def build_optimizer(model: nn.Module, settings: Mapping[str, Any]) -> torch.optim.Optimizer:
+    """``model.optimizer`` over ``model``'s trainable parameters; ``weight_decay`` on the decayed group only."""
+    settings = check_optimizer(settings)
+    keys = {k: v for k, v in settings.items() if v is not None}
+    weight_decay = float(keys.pop("weight_decay", default_weight_decay(locate("optimizer", settings["_target_"]))))
+    # tuples do not survive instantiate (OmegaConf makes them lists): betas go in at the call
+    at_call = {"betas": tuple(keys.pop("betas"))} if "betas" in keys else {}
+    return partial(keys)(parameter_groups(model, weight_decay), **at_call)
 
 
 def warmup_steps(settings: Mapping[str, Any], total_steps: int) -> int:
@@ -84,55 +91,65 @@ def warmup_steps(settings: Mapping[str, Any], total_steps: int) -> int:
 
 
 def cosine_warm_restarts(
-    optimizer: torch.optim.Optimizer, warmup: int, t_0: int, t_mult: int = 1, eta_min: float = 0.0
+    optimizer: torch.optim.Optimizer,
+    num_warmup_steps: int,
+    num_training_steps: int,
+    T_0: int | None = None,  # noqa: N803 - torch's name, kept as the config key
+    T_mult: int = 1,  # noqa: N803
+    eta_min: float = 0.0,
 ) -> LRScheduler:
-    """Linear warmup from 0 over ``warmup`` steps, then SGDR cycles of ``t_0``, ``t_0 * t_mult`` ... steps."""
-    if not isinstance(t_0, int) or t_0 < 1:
+    """Linear warmup from 0 over the warmup steps, then SGDR cycles of ``T_0``, ``T_0 * T_mult`` ... steps
+    (``T_0`` null: one cycle over the rest of training); the LR falls to ``eta_min`` in each cycle."""
+    warmup = int(num_warmup_steps)
+    t_0 = max(num_training_steps - warmup, 1) if T_0 is None else T_0
+    t_mult = 1 if T_mult is None else T_mult
+    if isinstance(t_0, bool) or not isinstance(t_0, int) or t_0 < 1:
         raise ValueError(f"model.scheduler.T_0={t_0!r} must be a positive number of optimiser steps.")
-    if not isinstance(t_mult, int) or t_mult < 1:
+    if isinstance(t_mult, bool) or not isinstance(t_mult, int) or t_mult < 1:
         raise ValueError(f"model.scheduler.T_mult={t_mult!r} must be an integer >= 1 (1: cycles of equal length).")
-    restarts = CosineAnnealingWarmRestarts(optimizer, T_0=t_0, T_mult=t_mult, eta_min=eta_min)
+    restarts = CosineAnnealingWarmRestarts(optimizer, T_0=t_0, T_mult=t_mult, eta_min=float(eta_min or 0.0))
     if warmup <= 0:
         return restarts
     ramp = LambdaLR(optimizer, lambda step: step / warmup)
     return SequentialLR(optimizer, [ramp, restarts], milestones=[warmup])
 
 
+def no_schedule(optimizer: torch.optim.Optimizer, **_: Any) -> None:
+    """``model/scheduler=none``: the optimiser's learning rate throughout."""
+    return None
+
+
+def check_scheduler(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``model.scheduler`` checked before anything trains: the schedule imports."""
+    settings = plugin_settings("scheduler", settings)
+    locate("scheduler", settings["_target_"])
+    return settings
+
+
 def build_scheduler(
     optimizer: torch.optim.Optimizer, settings: Mapping[str, Any], total_steps: int
 ) -> dict[str, Any] | None:
-    """``model.scheduler``: ``name``, ``warmup_ratio``|``warmup_steps``, schedule extras.
+    """Lightning's lr_scheduler dict, stepped every optimiser step, or None when the schedule gives none.
 
-    ``constant`` keeps the warmup (transformers' ``constant_with_warmup``); ``cosine_warm_restarts`` reads
-    ``T_0`` (steps of the first cycle after warmup; null: one cycle over the rest of training), ``T_mult``
-    and ``eta_min``; ``kwargs`` go to the transformers schedule (``num_cycles``, ``power``, ``lr_end`` ...).
-    Returns Lightning's lr_scheduler dict stepped every optimiser step, or None for ``name: none``.
+    The schedule is called as ``_target_(optimizer, num_warmup_steps=..., num_training_steps=..., **its keys,
+    **kwargs)``; the step counts only when it takes them. Keys of the node it does not take (``T_0`` left by
+    an experiment under ``model/scheduler=linear``) are left out, as before the options were classes.
     """
-    name = settings.get("name") or "none"
-    if name not in SCHEDULES:
-        raise ValueError(f"model.scheduler.name={name!r} is unknown: choose one of {', '.join(SCHEDULES)}.")
-    if name == "none":
+    settings = check_scheduler(settings)
+    function = locate("scheduler", settings["_target_"])
+    accepted = accepted_arguments(function)
+    steps = {"num_warmup_steps": warmup_steps(settings, total_steps), "num_training_steps": total_steps}
+    keys = {k: v for k, v in settings.items() if k not in SCHEDULE_KEYS}
+    keys.update(dict(settings.get("kwargs") or {}))
+    if accepted is not None:
+        left_out = sorted(k for k in keys if not k.startswith("_") and k not in accepted)
+        if left_out:
+            log.info("model.scheduler: %s takes no %s: left out", settings["_target_"], ", ".join(left_out))
+        keys = {k: v for k, v in keys.items() if k.startswith("_") or k in accepted}
+        steps = {k: v for k, v in steps.items() if k in accepted}
+    scheduler = partial(keys)(optimizer, **steps)
+    if scheduler is None:
         return None
-    warmup = warmup_steps(settings, total_steps)
-    if name == "cosine_warm_restarts":
-        t_0 = settings.get("T_0")
-        scheduler = cosine_warm_restarts(
-            optimizer,
-            warmup,
-            t_0=int(t_0) if t_0 is not None else max(total_steps - warmup, 1),
-            t_mult=int(1 if settings.get("T_mult") is None else settings["T_mult"]),
-            eta_min=float(settings.get("eta_min") or 0.0),
-        )
-    else:
-        if name == "constant" and warmup > 0:
-            name = "constant_with_warmup"
-        scheduler = get_scheduler(
-            name,
-            optimizer,
-            num_warmup_steps=warmup,
-            num_training_steps=total_steps,
-            scheduler_specific_kwargs=dict(settings.get("kwargs") or {}) or None,
-        )
     return {"scheduler": scheduler, "interval": "step", "frequency": 1, "name": "lr"}
 
 

@@ -9,24 +9,24 @@ from typing import Any
 import torch
 from transformers import AutoModelForQuestionAnswering
 
+from core.contracts import SpanEvaluationData
 from models.backbone import Backbone
+from models.base import TaskModule
 from models.encoder import build_encoder
-from models.eval_coverage import log_coverage, window_coverage
-from models.hf_module import EncoderModule
+from models.eval_coverage import window_coverage
 from models.qa_metrics import SquadScores
 from models.qa_postprocess import decode_predictions, topk_candidates
-from models.safe_loading import record_backbone
 from models.span_candidates import SpanCandidates
 
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
-
-class ExtractiveReader(EncoderModule):  # optimiser, LoRA checks and exports: models/hf_module.py
+class ExtractiveReader(TaskModule):
     """Trains start/end logits; validation decodes every window of an example back to context text.
 
     The eval examples and their offsets live in the datamodule (``trainer.datamodule.eval_set``):
     only per-feature top-k candidates travel through the loop, so nothing is re-tokenised per epoch.
     """
+
+    progress_scores = ("exact_match", "f1")
 
     def __init__(
         self,
@@ -38,16 +38,12 @@ class ExtractiveReader(EncoderModule):  # optimiser, LoRA checks and exports: mo
         init_from: str | None = None,
         lora: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(optimizer, scheduler)
         # Only plain containers go into the checkpoint (torch>=2.6 loads with weights_only=True).
         self.save_hyperparameters(ignore=["backbone"])
-        record_backbone(self.hparams, backbone)
-        self.encoder = build_encoder(AutoModelForQuestionAnswering, backbone, init_from=init_from, lora=lora)
-        self.tokenizer = backbone.tokenizer
-        # RoBERTa-style (type_vocab_size 1) and ModernBERT/DistilBERT-style (no segments) encoders get none
-        self.uses_token_types = getattr(backbone.config, "type_vocab_size", 1) > 1
+        self.attach(backbone, build_encoder(AutoModelForQuestionAnswering, backbone, init_from=init_from, lora=lora))
         self.candidates = SpanCandidates()
-        self.scores = SquadScores()
+        self.squad_scores = SquadScores()
         self.last_predictions: dict[str, str] = {}
         self.last_nbest: dict[str, list[dict[str, Any]]] = {}
         self.last_partial = 0  # examples of the last decoded epoch with some of their windows unseen
@@ -55,18 +51,11 @@ class ExtractiveReader(EncoderModule):  # optimiser, LoRA checks and exports: mo
     # ------------------------------------------------------------------ steps
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> Any:
-        inputs = {key: batch[key] for key in MODEL_INPUTS if key in batch}
-        if not self.uses_token_types:  # RoBERTa-style encoders (klue/roberta-*) have one segment type
-            inputs.pop("token_type_ids", None)
+        inputs = self.encoder_inputs(batch)
         if "start_positions" in batch:
             inputs["start_positions"] = batch["start_positions"]
             inputs["end_positions"] = batch["end_positions"]
         return self.encoder(**inputs)
-
-    def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self(batch).loss
-        self.log("train_loss", loss, prog_bar=True, batch_size=batch["input_ids"].size(0))
-        return loss
 
     def per_sample_loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Each feature's span loss, as the HF head computes it for the feature alone (mean of the start and
@@ -84,36 +73,31 @@ class ExtractiveReader(EncoderModule):  # optimiser, LoRA checks and exports: mo
         ]
         return (losses[0] + losses[1]) / 2
 
-    def _collect(self, batch: Mapping[str, torch.Tensor]) -> None:
+    def eval_step(self, batch: Mapping[str, torch.Tensor], split: str) -> None:
         output = self(batch)
         candidates = topk_candidates(
             output.start_logits, output.end_logits, batch["context_mask"], self.hparams.n_best_size
         )
         self.candidates.update(batch["feature_index"], *candidates)
 
-    def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
-        self._collect(batch)
-
-    def test_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
-        self._collect(batch)
-
-    def predict_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
-        self._collect(batch)
-
     # ------------------------------------------------------------------ epoch ends
 
-    def _decode(self, split: str) -> tuple[dict[str, str], dict[str, list[dict[str, Any]]]]:
-        """Gather candidates from every process, then turn them into answer strings."""
+    def eval_set(self, split: str) -> Any:
+        data = self.evaluation_data(SpanEvaluationData, "model=reader needs the eval windows of an MRC datamodule")
+        return data.eval_set(split)
+
+    def eval_outputs(self, split: str) -> dict[str, Any]:
+        """Gather candidates from every process, then turn them into answer strings (and n-best spans)."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "compute before update" when a rank saw nothing
             state = self.candidates.compute()
         self.candidates.reset()
         self.last_partial = 0
         if not state:
-            return {}, {}
-        eval_set = self.trainer.datamodule.eval_set(split)
+            return {"predictions": {}, "nbest": {}}
+        eval_set = self.eval_set(split)
         self.last_partial = len(window_coverage(eval_set.example_index, state["feature_index"].tolist())[1])
-        return decode_predictions(
+        predictions, nbest = decode_predictions(
             eval_set.examples,
             eval_set.example_index,
             eval_set.offset_mapping,
@@ -125,29 +109,23 @@ class ExtractiveReader(EncoderModule):  # optimiser, LoRA checks and exports: mo
             n_best_size=self.hparams.n_best_size,
             max_answer_length=self.hparams.max_answer_length,
         )
+        return {"predictions": predictions, "nbest": nbest}
 
-    def _score(self, split: str, prefix: str) -> None:
-        predictions, nbest = self._decode(split)
-        self.last_predictions, self.last_nbest = predictions, nbest
-        eval_set = self.trainer.datamodule.eval_set(split)
-        examples = eval_set.examples_by_id
-        # Each rank scores a disjoint share of the decoded examples; SquadScores sums them across ranks.
+    def predictions(self, split: str, outputs: dict[str, Any]) -> tuple[Any, Any]:
+        return outputs["predictions"], outputs["nbest"]
+
+    def scores(self, split: str, outputs: dict[str, Any]) -> dict[str, Any]:
+        """KorQuAD EM / F1; each rank scores a disjoint share of the decoded examples, summed across ranks."""
+        predictions = outputs["predictions"]
+        examples = self.eval_set(split).examples_by_id
         ids = sorted(predictions)[self.global_rank :: self.trainer.world_size]
-        self.scores.update(
+        self.squad_scores.update(
             [predictions[i] for i in ids], [[a["text"] for a in examples[i]["answers"]] for i in ids]
         )
-        scores = self.scores.compute()
-        self.scores.reset()
-        self.log(f"{prefix}_exact_match", scores["exact_match"], prog_bar=True)
-        self.log(f"{prefix}_f1", scores["f1"], prog_bar=True)
+        scores = self.squad_scores.compute()
+        self.squad_scores.reset()
+        return {"exact_match": scores["exact_match"], "f1": scores["f1"]}
+
+    def coverage(self, split: str, outputs: dict[str, Any]) -> tuple[Any, Any, int]:
         # partial validation (sanity check, limit_val_batches): the scores cover the decoded examples only
-        log_coverage(self, prefix, predictions, [ex["id"] for ex in eval_set.examples], partial=self.last_partial)
-
-    def on_validation_epoch_end(self) -> None:
-        self._score("validation", "val")
-
-    def on_test_epoch_end(self) -> None:
-        self._score("test", "test")
-
-    def on_predict_epoch_end(self) -> None:
-        self.last_predictions, self.last_nbest = self._decode("test")
+        return outputs["predictions"], [ex["id"] for ex in self.eval_set(split).examples], self.last_partial

@@ -23,9 +23,12 @@ import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.errors import DataFormatError
+
+if TYPE_CHECKING:
+    from lightning.pytorch import LightningModule
 
 __all__ = [
     "check_checkpoint",
@@ -144,18 +147,16 @@ def _unreadable(path: str | os.PathLike[str], error: BaseException) -> DataForma
 # ----------------------------------------------------------------------------- does it fit this run?
 
 
-def check_checkpoint(path: str | os.PathLike[str], module: Any, tokenizer: Any) -> None:
+def check_checkpoint(path: str | os.PathLike[str], module: LightningModule, tokenizer: Any) -> None:
     """Refuse a checkpoint that does not fit ``module``: its own checks, then the tokenizer, then every tensor."""
     if os.fspath(path) in LIGHTNING_KEYWORDS:
         return
     path = Path(path)
     checkpoint = load_checkpoint(path)
-    hook = getattr(module, "on_load_checkpoint", None)
-    if hook is not None:
-        try:  # the module's own checks (LoRA setting, class list) read only the checkpoint; Lightning runs them again
-            hook(checkpoint)
-        except ValueError as error:
-            raise ValueError(f"ckpt_path={path}: {error}") from None
+    try:  # the module's own checks (LoRA setting, class list) read only the checkpoint; Lightning runs them again
+        module.on_load_checkpoint(checkpoint)
+    except ValueError as error:
+        raise ValueError(f"ckpt_path={path}: {error}") from None
     backbone_dir = path.parent.parent / "backbone"  # <run>/checkpoints/x.ckpt -> <run>/backbone
     if backbone_dir.is_dir():
         fix = f"load the backbone it was trained with: backbone=local backbone.name_or_path={backbone_dir}"
@@ -186,9 +187,9 @@ def _check_tokenizer(
         raise DataFormatError(path, None, problem, fix)
 
 
-def _check_weights(path: Path, state: Mapping[str, Any], module: Any, fix: str) -> None:
+def _check_weights(path: Path, state: Mapping[str, Any], module: LightningModule, fix: str) -> None:
     own = module.state_dict()
-    strict = getattr(module, "strict_loading", True)
+    strict = module.strict_loading
     missing = [k for k in own if k not in state] if strict else []
     unexpected = [k for k in state if k not in own] if strict else []
     reshaped = [

@@ -27,8 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from retrievals.base import Retriever, TermIndex, term_major_counts
-from retrievals.tokenizers import TokenizedCorpus, Tokenizer
+from retrievals.sparse import SparseRetriever
+from retrievals.term_index import TermIndex, term_major_counts
+from retrievals.token_cache import TokenizedCorpus
+from retrievals.tokenizers import Tokenizer
 
 __all__ = ["BM25Retriever", "bm25_weights"]
 
@@ -69,7 +71,7 @@ def bm25_weights(
     return TermIndex(indptr, docs, data, n_docs, dtype=dtype), idf, constant
 
 
-class BM25Retriever(Retriever):
+class BM25Retriever(SparseRetriever):
     """Okapi BM25 over a Korean tokenisation of the passages (see the module docstring for the modes)."""
 
     kind = "bm25"

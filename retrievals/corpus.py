@@ -5,10 +5,14 @@ Corpus layouts (detected from the file's content, not its name):
 * ``wikipedia_documents.json`` (KLUE ODQA / boostcamp): ``{"<id>": {"text", "title", "document_id", ...}}``.
 * JSON Lines (or a JSON list) of ``{"id", "title", "text"}`` records (``document_id`` optional), e.g.
   ``data/mrc_sample/corpus.jsonl``.
-* Any SQuAD / KorQuAD / KLUE-MRC file or ``save_to_disk`` directory that
-  :func:`datamodules.mrc_formats.load_mrc_examples` reads: its contexts, de-duplicated, become the passages.
-  Their ids are stable (``ctx-`` + a hash of title and context), so an index built today matches the same
-  file tomorrow whatever the question order.
+* CSV / TSV with ``id``, ``title``, ``text`` columns, or a ``save_to_disk`` directory of such rows.
+* Any SQuAD / KorQuAD / KLUE-MRC file or ``save_to_disk`` directory: its contexts, de-duplicated, become the
+  passages (:func:`passages_from_examples`). Their ids are stable (``ctx-`` + a hash of title and context), so
+  an index built today matches the same file tomorrow whatever the question order. This package does not parse
+  MRC formats itself: the task layer passes ``mrc_examples`` (``tasks/retrieve.py`` gives
+  ``datamodules.mrc_formats.load_mrc_examples``).
+
+Files are read by ``core.record_files`` (one rule for JSON / JSON Lines / CSV / ``save_to_disk`` everywhere).
 
 Gold: a question's gold passages are those whose text equals its context (after NFC and stripping) or
 whose ``document_id`` equals the question's ``document_id``.
@@ -17,16 +21,16 @@ whose ``document_id`` equals the question's ``document_id``.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from core.errors import DataFormatError
+from core.record_files import read_record_file, read_source
 
 __all__ = [
     "Passage",
@@ -36,12 +40,13 @@ __all__ = [
     "load_corpus",
     "load_queries",
     "passages_from_examples",
+    "queries_from_examples",
 ]
 
 log = logging.getLogger(__name__)
 
 CORPUS_LAYOUTS = (
-    'wikipedia_documents.json {"<id>": {"text", "title", "document_id"}}; JSON Lines or a JSON list of '
+    'wikipedia_documents.json {"<id>": {"text", "title", "document_id"}}; JSON Lines, a JSON list or a CSV of '
     '{"id", "title", "text"} records; or a SQuAD/KorQuAD/KLUE-MRC file whose contexts become the passages'
 )
 
@@ -92,30 +97,35 @@ def passages_from_examples(examples: Iterable[Mapping[str, Any]]) -> list[Passag
     return list(seen.values())
 
 
-def load_corpus(path: str | os.PathLike[str], *, split: str | None = None) -> list[Passage]:
-    """Read a corpus in any layout of :data:`CORPUS_LAYOUTS`; raises :class:`DataFormatError` on bad input."""
+# (path, split) -> the MRC examples of the file (the task layer passes datamodules.mrc_formats.load_mrc_examples)
+MRCReader = Callable[[Path, str | None], Sequence[Mapping[str, Any]]]
+_MRC_FIX = ("give a passage corpus, or read the MRC file through the task layer (task=retrieve does; in code: "
+            "load_corpus(path, mrc_examples=...) with datamodules.mrc_formats.load_mrc_examples)")
+
+
+def load_corpus(
+    path: str | os.PathLike[str], *, split: str | None = None, mrc_examples: MRCReader | None = None
+) -> list[Passage]:
+    """Read a corpus in any layout of :data:`CORPUS_LAYOUTS`; raises :class:`DataFormatError` on bad input.
+
+    ``mrc_examples(path, split)`` reads the file as MRC examples when it holds no passages (their contexts
+    become the passages); without it such a file is refused.
+    """
     src = Path(path)
     if not src.exists():
         raise FileNotFoundError(f"retriever.corpus_file={src}: no such file or directory.")
-    if src.is_dir():
-        return _mrc_passages(src, split)
-    text = src.read_text(encoding="utf-8-sig")
-    if not text.strip():
-        raise DataFormatError(src, None, "the corpus file is empty", f"expected one of: {CORPUS_LAYOUTS}")
-    try:
-        document: Any = json.loads(text)
-        rows: list[tuple[str, Any]] | None = None
-    except json.JSONDecodeError:
-        document, rows = None, _json_lines(src, text)
-    if rows is None:
+    source = read_source(src, split=split)
+    rows: list[tuple[str, Any]] | None = None
+    if source.format == "json":
+        document = source.value
         if _is_wikipedia_layout(document):
             rows = [(f"key {key!r}", {**value, "id": key}) for key, value in document.items()]
         elif isinstance(document, list) and document and isinstance(document[0], dict) and _is_passage(document[0]):
             rows = [(f"#{i}", row) for i, row in enumerate(document)]
-        else:
-            return _mrc_passages(src, split)
-    elif rows and isinstance(rows[0][1], dict) and not _is_passage(rows[0][1]):
-        return _mrc_passages(src, split)
+    elif source.value and isinstance(source.value[0], dict) and _is_passage(source.value[0]):
+        rows = list(zip(source.locations, source.value, strict=True))
+    if rows is None:
+        return _mrc_passages(src, split, mrc_examples)
     passages = [_passage(src, where, row) for where, row in rows]
     _check_corpus(src, passages, [where for where, _ in rows])
     return passages
@@ -130,21 +140,6 @@ def _is_wikipedia_layout(document: Any) -> bool:
         return False
     first = next(iter(document.values()))
     return isinstance(first, dict) and "text" in first
-
-
-def _json_lines(src: Path, text: str) -> list[tuple[str, Any]]:
-    rows = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append((f"line {lineno}", json.loads(line)))
-        except json.JSONDecodeError as error:
-            raise DataFormatError(
-                src, f"line {lineno}", f"neither one JSON document nor JSON Lines ({error.msg})",
-                f"fix that line; expected one of: {CORPUS_LAYOUTS}",
-            ) from None
-    return rows
 
 
 def _passage(src: Path, where: str, row: Any) -> Passage:
@@ -167,10 +162,10 @@ def _passage(src: Path, where: str, row: Any) -> Passage:
     return Passage(str(pid), text, title, None if doc_id is None else str(doc_id), meta)
 
 
-def _mrc_passages(src: Path, split: str | None) -> list[Passage]:
-    from datamodules.mrc_formats import load_mrc_examples
-
-    examples = load_mrc_examples(src, require_answers=False, split=split)
+def _mrc_passages(src: Path, split: str | None, mrc_examples: MRCReader | None) -> list[Passage]:
+    if mrc_examples is None:
+        raise DataFormatError(src, None, f"holds no passages (expected one of: {CORPUS_LAYOUTS})", _MRC_FIX)
+    examples = mrc_examples(src, split)
     passages = passages_from_examples(examples)
     log.info("Corpus %s: %d distinct contexts of %d questions", src, len(passages), len(examples))
     _check_corpus(src, passages, [p.id for p in passages])
@@ -204,59 +199,52 @@ def corpus_fingerprint(passages: Sequence[Passage]) -> str:
 # ----------------------------------------------------------------------------- queries and gold
 
 
-def load_queries(path: str | os.PathLike[str], *, split: str | None = None) -> list[Query]:
-    """Questions of an MRC file (with gold context / document_id), or of a questions-only test file.
-
-    A test file may hold only ``{"id" | "guid", "question"}`` records (JSON list, ``{"data": [...]}``, JSON
-    Lines or a ``save_to_disk`` directory); its questions have no gold.
-    """
-    from datamodules.mrc_formats import load_mrc_examples
-
-    src = Path(path)
-    if not src.exists():
-        raise FileNotFoundError(f"{src}: no such questions file (set datamodule.validation_file).")
-    try:
-        examples = load_mrc_examples(src, require_answers=False, split=split)
-    except DataFormatError as error:
-        rows = _question_rows(src, split)
-        if rows is None:
-            raise error from None
-        return rows
+def queries_from_examples(examples: Iterable[Mapping[str, Any]]) -> list[Query]:
+    """One :class:`Query` per MRC example (``id``, ``question``; its ``context`` / ``document_id`` are gold)."""
     return [
-        Query(ex["id"], ex["question"], ex["context"],
+        Query(str(ex["id"]), ex["question"], ex.get("context") or None,
               None if ex.get("document_id") is None else str(ex["document_id"]))
         for ex in examples
     ]
 
 
-def _question_rows(src: Path, split: str | None) -> list[Query] | None:
-    """Questions-only records, or None when the file is not in that layout either."""
+def load_queries(
+    path: str | os.PathLike[str], *, split: str | None = None, mrc_examples: MRCReader | None = None
+) -> list[Query]:
+    """Questions of an MRC file read by ``mrc_examples(path, split)`` (with gold context / document_id), or of a
+    questions-only file: ``{"id" | "guid", "question"}`` records (JSON list, ``{"data": [...]}``, JSON Lines,
+    CSV or a ``save_to_disk`` directory), whose questions have no gold.
+    """
+    src = Path(path)
+    if not src.exists():
+        raise FileNotFoundError(f"{src}: no such questions file (set datamodule.validation_file).")
+    if mrc_examples is None:
+        queries = _question_rows(src, split)
+        if queries is None:
+            raise DataFormatError(src, None, 'holds no {"id", "question"} records', _MRC_FIX)
+        return queries
     try:
-        if src.is_dir():
-            import datasets
+        return queries_from_examples(mrc_examples(src, split))
+    except DataFormatError as error:
+        queries = _question_rows(src, split)
+        if queries is None:
+            raise error from None
+        return queries
 
-            data: Any = datasets.load_from_disk(str(src))
-            if isinstance(data, datasets.DatasetDict):
-                data = data[split] if split in data else (next(iter(data.values())) if len(data) == 1 else None)
-            records = list(data) if data is not None else []
-        else:
-            text = src.read_text(encoding="utf-8-sig")
-            try:
-                doc = json.loads(text)
-                records = doc.get("data", []) if isinstance(doc, dict) else doc
-            except json.JSONDecodeError:
-                records = [json.loads(line) for line in text.splitlines() if line.strip()]
-    except Exception:  # noqa: BLE001 - any failure means "not this layout": the MRC error is re-raised
-        return None
-    if not isinstance(records, list) or not records or not all(isinstance(r, dict) for r in records):
+
+def _question_rows(src: Path, split: str | None) -> list[Query] | None:
+    """Questions-only records, or None when the file is not in that layout."""
+    try:
+        found = read_record_file(src, split=split)
+    except DataFormatError:
         return None
     queries, seen = [], set()
-    for i, row in enumerate(records):
+    for row, where in zip(found.records, found.locations, strict=True):
         qid, question = row.get("id", row.get("guid")), row.get("question")
         if qid is None or not isinstance(question, str):
             return None
         if str(qid) in seen:
-            raise DataFormatError(src, f"#{i}", f"duplicate question id {qid!r}", "give every question a unique id")
+            raise DataFormatError(src, where, f"duplicate question id {qid!r}", "give every question a unique id")
         seen.add(str(qid))
         doc_id = row.get("document_id")
         queries.append(Query(str(qid), question, row.get("context") or None, None if doc_id is None else str(doc_id)))

@@ -15,8 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from retrievals.base import Retriever, TermIndex
-from retrievals.tokenizers import TokenizedCorpus, Tokenizer
+from retrievals.sparse import SparseRetriever
+from retrievals.term_index import TermIndex
+from retrievals.token_cache import TokenizedCorpus
+from retrievals.tokenizers import Tokenizer
 
 __all__ = ["TfidfRetriever"]
 
@@ -26,7 +28,7 @@ def _pretokenized(tokens: Sequence[str]) -> Sequence[str]:
     return tokens
 
 
-class TfidfRetriever(Retriever):
+class TfidfRetriever(SparseRetriever):
     """Cosine similarity of sklearn TF-IDF vectors (``sublinear_tf``, ``smooth_idf``, ``min_df``, ``max_df``)."""
 
     kind = "tfidf"

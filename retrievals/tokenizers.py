@@ -1,4 +1,4 @@
-"""Korean tokenisers for sparse retrieval, their combinations, and an on-disk cache of tokenised corpora.
+"""Korean tokenisers for sparse retrieval and their combinations.
 
 ``retriever.tokenizer`` is either a name or a mapping with ``name`` plus options::
 
@@ -16,42 +16,26 @@ tag is in ``kiwi_tags``), ``hf`` (an HF subword tokenizer: ``hf_name_or_path``, 
 vocabulary trained on the corpus being indexed).  Text is NFC-normalised (and lower-cased when
 ``lowercase``) before every tokenizer.
 
-A tokenised corpus is stored as a vocabulary plus flat int32 token ids and offsets (:class:`TokenizedCorpus`);
-:func:`tokenize_corpus` caches it under ``<cache_dir>/retrieval/tokens/`` keyed by the corpus and
-tokenizer fingerprints, so a 60k-passage corpus is tokenised once.
+Tokenised corpora and their on-disk cache are in ``retrievals/token_cache.py``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
-import tempfile
 import time
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from core.cache import build_lock, build_once
+from core.cache import build_once
 from core.files import write_text_atomic
 
-__all__ = [
-    "CONTENT_KIWI_TAGS",
-    "DEFAULT_KIWI_TAGS",
-    "TOKENIZER_NAMES",
-    "Tokenizer",
-    "TokenizedCorpus",
-    "build_tokenizer",
-    "tokenize_corpus",
-]
+__all__ = ["CONTENT_KIWI_TAGS", "DEFAULT_KIWI_TAGS", "TOKENIZER_NAMES", "Tokenizer", "build_tokenizer"]
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +59,6 @@ DEFAULTS: dict[str, Any] = {
 }
 _PREFIX = {"whitespace": "w:", "char_ngram": "c:", "kiwi": "m:", "hf": "h:"}
 _EDGE_PUNCT = re.compile(r"^[\W_]+|[\W_]+$")
-_PARALLEL_MIN_TEXTS = 20_000
 
 
 def _workers(requested: int) -> int:
@@ -229,7 +212,7 @@ class Tokenizer:
         cached = Path(cache_dir) / "retrieval" / "hf_tokenizers" / f"{key.hexdigest()[:20]}.json"
 
         def build() -> str:
-            _atomic_write_text(cached, train())
+            write_text_atomic(cached, train())
             return cached.read_text(encoding="utf-8")
 
         self._set_hf(build_once(cached, cached.exists, build, lambda: cached.read_text(encoding="utf-8")))
@@ -330,153 +313,3 @@ def build_tokenizer(spec: str | Mapping[str, Any] | Tokenizer | None) -> Tokeniz
             )
         return Tokenizer(spec)
     raise ValueError(f"retriever.tokenizer must be a name or a mapping, got {type(spec).__name__}.")
-
-
-# ----------------------------------------------------------------------------- tokenised corpora
-
-
-@dataclass
-class TokenizedCorpus:
-    """Token strings of many texts in compact form: text ``i`` is ``vocab[ids[offsets[i]:offsets[i+1]]]``."""
-
-    vocab: list[str]
-    ids: np.ndarray
-    offsets: np.ndarray
-
-    @classmethod
-    def from_lists(cls, token_lists: Iterable[Sequence[str]]) -> TokenizedCorpus:
-        vocab: dict[str, int] = {}
-        flat: list[int] = []
-        offsets = [0]
-        setdefault = vocab.setdefault
-        for tokens in token_lists:
-            flat.extend([setdefault(t, len(vocab)) for t in tokens])
-            offsets.append(len(flat))
-        return cls(list(vocab), np.asarray(flat, dtype=np.int32), np.asarray(offsets, dtype=np.int64))
-
-    def __len__(self) -> int:
-        return len(self.offsets) - 1
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.diff(self.offsets)
-
-    def tokens(self, i: int) -> list[str]:
-        vocab = self.vocab
-        return [vocab[j] for j in self.ids[self.offsets[i] : self.offsets[i + 1]].tolist()]
-
-    def as_lists(self) -> list[list[str]]:
-        vocab, ids, offsets = self.vocab, self.ids.tolist(), self.offsets.tolist()
-        return [[vocab[j] for j in ids[a:b]] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
-
-    def save(self, directory: Path, stem: str = "tokens") -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(directory / f"{stem}.vocab.json", json.dumps(self.vocab, ensure_ascii=False))
-        _atomic_savez(directory / f"{stem}.npz", ids=self.ids, offsets=self.offsets)
-
-    @classmethod
-    def load(cls, directory: Path, stem: str = "tokens") -> TokenizedCorpus:
-        vocab = json.loads((directory / f"{stem}.vocab.json").read_text(encoding="utf-8"))
-        with np.load(directory / f"{stem}.npz", allow_pickle=False) as arrays:
-            return cls(vocab, arrays["ids"], arrays["offsets"])
-
-
-def tokenize_corpus(
-    tokenizer: Tokenizer,
-    texts: Sequence[str],
-    *,
-    corpus_key: str,
-    cache_dir: str | os.PathLike[str] | None = None,
-) -> TokenizedCorpus:
-    """Tokenise ``texts`` (the corpus identified by ``corpus_key``), reusing the on-disk cache when present.
-
-    Concurrent runs on one cache tokenise it once: the others wait for the lock and read the result.
-    """
-    if not cache_dir:
-        return _tokenize_texts(tokenizer, texts)
-    key = hashlib.sha256(f"{corpus_key}\x00{tokenizer.fingerprint()}".encode()).hexdigest()[:24]
-    folder = Path(cache_dir) / "retrieval" / "tokens" / key
-    corpus = _cached_tokens(folder, len(texts))
-    if corpus is not None:
-        return corpus
-    with build_lock(folder):
-        corpus = _cached_tokens(folder, len(texts))
-        if corpus is None:
-            corpus = _tokenize_texts(tokenizer, texts)
-            corpus.save(folder)
-    return corpus
-
-
-def _cached_tokens(folder: Path, size: int) -> TokenizedCorpus | None:
-    """The tokenised corpus saved in ``folder``; None when absent, unreadable or of another size."""
-    if not ((folder / "tokens.npz").exists() and (folder / "tokens.vocab.json").exists()):
-        return None
-    try:
-        corpus = TokenizedCorpus.load(folder)
-    except (OSError, ValueError, KeyError) as error:
-        log.warning("Ignoring unreadable token cache %s (%s)", folder, error)
-        return None
-    if len(corpus) != size:
-        return None
-    log.info("Reusing tokenised corpus %s", folder)
-    return corpus
-
-
-def _tokenize_texts(tokenizer: Tokenizer, texts: Sequence[str]) -> TokenizedCorpus:
-    start = time.perf_counter()
-    # Processes only on request (num_workers >= 2): on 2 shared cores they did not pay (60k passages,
-    # char bigrams: 13.9 s in one process, 16.6 s in two), as the texts travel to the workers.
-    if tokenizer.python_only and tokenizer.num_workers >= 2 and len(texts) >= _PARALLEL_MIN_TEXTS:
-        corpus = _parallel_tokenize(tokenizer, texts, tokenizer.num_workers)
-    else:
-        corpus = TokenizedCorpus.from_lists(tokenizer.tokenize(texts))
-    log.info("Tokenised %d passages with %s in %.1fs", len(texts), tokenizer.name, time.perf_counter() - start)
-    return corpus
-
-
-def _ids_chunk(args: tuple[dict[str, Any], list[str]]) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Worker: tokenise a chunk and return it as ids (cheap to send back, unlike lists of strings)."""
-    config, texts = args
-    part = TokenizedCorpus.from_lists(Tokenizer(config).tokenize(texts))
-    return part.vocab, part.ids, part.offsets
-
-
-def _parallel_tokenize(tokenizer: Tokenizer, texts: Sequence[str], workers: int) -> TokenizedCorpus:
-    """Tokenise in ``workers`` processes and merge: the same vocabulary order and ids as one process."""
-    import multiprocessing
-
-    size = -(-len(texts) // (workers * 2))
-    chunks = [(tokenizer.config, list(texts[i : i + size])) for i in range(0, len(texts), size)]
-    # spawn, not fork: the caller may hold threads (Kiwi, HF tokenizers, torch) that fork would copy badly.
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        parts = list(pool.map(_ids_chunk, chunks))
-    vocab: dict[str, int] = {}
-    ids, offsets, shift = [], [np.zeros(1, dtype=np.int64)], 0
-    for part_vocab, part_ids, part_offsets in parts:
-        mapping = np.fromiter((vocab.setdefault(t, len(vocab)) for t in part_vocab), np.int32, len(part_vocab))
-        ids.append(mapping[part_ids] if part_ids.size else part_ids)
-        offsets.append(part_offsets[1:] + shift)
-        shift += int(part_offsets[-1])
-    return TokenizedCorpus(list(vocab), np.concatenate(ids).astype(np.int32), np.concatenate(offsets))
-
-
-# ----------------------------------------------------------------------------- atomic writes
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    write_text_atomic(path, text)
-
-
-def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp.npz")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise

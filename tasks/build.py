@@ -53,13 +53,16 @@ def build_run(cfg: DictConfig) -> dict[str, Any]:
     from hydra.utils import instantiate
     from lightning.pytorch import seed_everything
 
+    from tasks.difficulty import attach_difficulty
+
     seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     backbone = build_backbone(cfg)
     if is_rank_zero():  # under DDP every process builds the run; one writes it
         backbone.save(output_dir / "backbone")
-    datamodule = instantiate(cfg.datamodule, tokenizer=backbone.tokenizer, _convert_="all")
+    datamodule = attach_difficulty(instantiate(cfg.datamodule, tokenizer=backbone.tokenizer, _convert_="all"))
     model = instantiate(cfg.model, backbone=backbone, **model_arguments(cfg, datamodule), _convert_="all")
+    check_contracts(cfg, datamodule, model)
     loggers = build_loggers(cfg)
     callbacks = build_callbacks(cfg, has_logger=bool(loggers))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -89,14 +92,33 @@ def build_backbone(cfg: DictConfig) -> Any:
         raise clear from None
 
 
+def check_contracts(cfg: DictConfig, datamodule: Any, model: Any) -> None:
+    """The one check of what the verbs rely on (core/contracts.py): the configured classes are the bases that
+    implement it, so nothing later probes for attributes."""
+    from datamodules.base import TaskDataModule
+    from models.base import TaskModule
+
+    if not isinstance(datamodule, TaskDataModule):
+        raise ValueError(f"datamodule._target_={cfg.datamodule.get('_target_')} built a {type(datamodule).__name__}, "
+                         "not a datamodules.base.TaskDataModule: subclass it (docs/extending.md).")
+    if not isinstance(model, TaskModule):
+        raise ValueError(f"model._target_={cfg.model.get('_target_')} built a {type(model).__name__}, not a "
+                         "models.base.TaskModule: subclass it (docs/extending.md).")
+
+
 def model_arguments(cfg: DictConfig, datamodule: Any) -> dict[str, Any]:
     """What the datamodule knows and the model needs (a classifier's classes, read from the training data)."""
-    provided = datamodule.model_arguments() if hasattr(datamodule, "model_arguments") else {}
+    from datamodules.base import TaskDataModule
+
+    provided = datamodule.model_arguments() if isinstance(datamodule, TaskDataModule) else {}
     unknown = [key for key in provided if key not in cfg.model]
     if unknown:
+        hint = ("a regression datamodule needs model=regressor" if "regression" in str(cfg.model.get("_target_", ""))
+                or "regressor" in str(cfg.model.get("_target_", "")) else "a classification datamodule needs "
+                "model=classifier (a regression one, model=regressor)")
         raise ValueError(
             f"{type(datamodule).__name__} gives the model {unknown}, which {cfg.model.get('_target_')} does not take: "
-            "a classification datamodule needs model=classifier."
+            f"{hint}."
         )
     return provided
 
@@ -109,25 +131,23 @@ def require(cfg: DictConfig, key: str, why: str) -> Any:
 
 
 def preflight(cfg: DictConfig, *splits: str) -> None:
-    """Read the task's MRC files before anything slow (tokenizer training, model download, training).
+    """Let the datamodule check the task's files before anything slow (tokenizer training, model download).
 
-    A bad record then costs a second, not the minutes before the datamodule reaches it (or, for
-    ``test_file`` in ``task=fit``, the whole training run). Other datamodules check their files in setup.
+    A bad record then costs a second, not the minutes before the datamodule reaches it (or, for ``test_file`` in
+    ``task=fit``, the whole training run). The datamodule's class says what it checks
+    (``TaskDataModule.check_files``: the MRC datamodule reads its files; the others check theirs in setup).
     """
-    node = cfg.datamodule
-    if not str(node.get("_target_", "")).endswith("MRCDataModule"):
-        return
-    from datamodules.mrc_formats import load_mrc_examples
+    from hydra.utils import get_class
 
-    for split in splits:
-        path = node.get(f"{split}_file")
-        if path:
-            load_mrc_examples(
-                path,
-                require_answers=split != "test",
-                split=node.get(f"{split}_split"),
-                normalize=node.get("normalize"),
-            )
+    from datamodules.base import TaskDataModule
+
+    node = cfg.datamodule
+    target = node.get("_target_") if node is not None else None
+    if not target:
+        return
+    datamodule_class = get_class(str(target))
+    if isinstance(datamodule_class, type) and issubclass(datamodule_class, TaskDataModule):
+        datamodule_class.check_files(node, splits)  # a DictConfig is a Mapping; values resolve when read
 
 
 def checkpoint_arg(cfg: DictConfig, why: str | None = None) -> str | None:

@@ -183,6 +183,7 @@ def run_reader_ensemble(
     output_dir: Path,
 ) -> dict[str, Any]:
     """Vote the runs' answers into ``predictions.json`` / ``nbest_predictions.json``; score them with gold."""
+    from datamodules.mrc_formats import question_types
     from models.mrc_metrics import check_metric, score_against
 
     check_metric(metric)
@@ -208,10 +209,11 @@ def run_reader_ensemble(
     examples, gold_path, split = gold_examples(settings, runs[0], filename)
     examples = [ex for ex in examples if ex["id"] in predictions]
     if examples:
-        metrics.update(score_against(examples, predictions, metric, gold_path, split))
+        types = question_types(gold_path, split=split) if gold_path else None
+        metrics.update(score_against(examples, predictions, metric, types))
         metrics["gold_file"] = str(gold_path)
         metrics["run_scores"] = [
-            {"run": str(run), **score_against(examples, run_answers, metric, gold_path, split)}
+            {"run": str(run), **score_against(examples, run_answers, metric, types)}
             for run, run_answers in zip(runs, answers, strict=True)
         ]
     return metrics

@@ -15,9 +15,9 @@ log = logging.getLogger(__name__)
 
 def save_predictions(run: dict[str, Any], output_dir: Path) -> None:
     model, trainer = run["model"], run["trainer"]
-    if trainer.is_global_zero and hasattr(model, "last_predictions"):  # a masked LM predicts no answers
+    if trainer.is_global_zero and model.last_predictions is not None:  # a masked LM predicts no answers
         write_json(output_dir / "predictions.json", model.last_predictions)
-        if hasattr(model, "last_nbest"):  # the reader's n-best spans; a classifier's records hold probabilities
+        if model.last_nbest is not None:  # the reader's n-best spans; a classifier's records hold probabilities
             write_json(output_dir / "nbest_predictions.json", model.last_nbest)
 
 
@@ -33,7 +33,7 @@ def reader_metric(cfg: DictConfig, run: dict[str, Any]) -> dict[str, Any]:
     beside the KorQuAD EM/F1 that training logs and checkpoints on; the questions scored are those predicted."""
     metric = metric_name(cfg)
     model, datamodule = run["model"], run["datamodule"]
-    if metric == "korquad" or not hasattr(model, "last_nbest") or not hasattr(datamodule, "load_examples"):
+    if metric == "korquad" or model.last_nbest is None:  # only a reader has n-best spans
         return {}
     if not run["trainer"].is_global_zero:
         return {}
@@ -48,20 +48,22 @@ def mrc_scores(
     cfg: DictConfig, examples: list[Any], predictions: dict[str, str], gold_path: Any, split: str | None
 ) -> dict[str, Any]:
     """``metric=`` (korquad | klue_mrc | squad) scores on ``examples``, per ``question_type`` when the gold has it."""
+    from datamodules.mrc_formats import question_types
     from models.mrc_metrics import score_against
 
-    return score_against(examples, predictions, metric_name(cfg), gold_path, split)
+    types = question_types(gold_path, split=split) if gold_path else None
+    return score_against(examples, predictions, metric_name(cfg), types)
 
 
 def save_test_predictions(cfg: DictConfig, run: dict[str, Any], output_dir: Path, ckpt: str | None) -> dict[str, Any]:
     """fit with ``datamodule.test_file``: that file's predictions too (``test_predictions.json``), e.g. per K-fold run."""
     model, trainer = run["model"], run["trainer"]
-    if not cfg.datamodule.get("test_file") or not hasattr(model, "last_predictions"):
+    if not cfg.datamodule.get("test_file") or model.last_predictions is None:
         return {}
     trainer.predict(model, datamodule=run["datamodule"], ckpt_path=ckpt, return_predictions=False, weights_only=True)
     if trainer.is_global_zero:
         write_json(output_dir / "test_predictions.json", model.last_predictions)
-        if hasattr(model, "last_nbest"):  # a reader's n-best spans: what soft voting of K-fold readers reads
+        if model.last_nbest is not None:  # a reader's n-best spans: what soft voting of K-fold readers reads
             write_json(output_dir / "test_nbest_predictions.json", model.last_nbest)
     return {"test_predictions": len(model.last_predictions)}
 
@@ -71,11 +73,8 @@ def export_artifacts(run: dict[str, Any], output_dir: Path) -> dict[str, Any]:
 
     Rank 0 writes; the broadcast gives every rank the paths once they exist (a next stage loads them).
     """
-    export = getattr(run["model"], "export_artifacts", None)
-    if export is None:
-        return {}
     trainer = run["trainer"]
-    return trainer.strategy.broadcast(export(output_dir) if trainer.is_global_zero else {})
+    return trainer.strategy.broadcast(run["model"].export_artifacts(output_dir) if trainer.is_global_zero else {})
 
 
 def export_best(cfg: DictConfig, run: dict[str, Any], output_dir: Path, source: str | None) -> dict[str, Any]:

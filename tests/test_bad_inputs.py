@@ -311,3 +311,20 @@ def test_checkpoint_of_another_tokenizer_or_model(mismatch: str, fitted_run: Pat
     )  # fmt: skip
     fix = f"backbone=local backbone.name_or_path={fitted_run / 'backbone'}"
     assert_clear_failure(result, [str(ckpt), says, fix], tmp_path / "run")
+
+
+def test_preflight_asks_the_datamodule_class_to_check_its_files(tmp_path: Path) -> None:
+    """``preflight`` finds the class from ``_target_`` and calls its ``check_files`` (TaskDataModule): the MRC one
+    reads its files; another project datamodule, or a user's plain LightningDataModule, checks nothing there."""
+    from omegaconf import OmegaConf
+
+    from core.errors import DataFormatError
+    from tasks.build import preflight
+
+    bad = write(tmp_path / "bad.json", {"rows": [{"sentence": "문장"}]})
+    mrc = OmegaConf.create({"datamodule": {"_target_": "datamodules.mrc.MRCDataModule", "train_file": str(bad)}})
+    with pytest.raises(DataFormatError, match="unknown MRC layout"):
+        preflight(mrc, "train")
+    preflight(mrc, "validation")  # no validation_file: nothing to read
+    for target in ("datamodules.classification.ClassificationDataModule", "lightning.pytorch.LightningDataModule"):
+        preflight(OmegaConf.create({"datamodule": {"_target_": target, "train_file": str(bad)}}), "train")

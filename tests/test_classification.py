@@ -20,7 +20,7 @@ from datamodules.classification import ClassificationDataModule, parse_label_map
 from datamodules.kfold import fold_assignment
 from models.backbone import train_tokenizer
 from models.cls_metrics import ClassificationOutputs, classification_scores
-from models.losses import ClassificationLoss, build_loss, class_weights
+from models.losses import CrossEntropyLoss, FocalLoss, build_loss, class_weights
 from tests.conftest import ROOT, SHARED_DATA, TINY_RUN, read_json, run_main
 
 NLI = ROOT / "data" / "nli_sample"
@@ -40,27 +40,36 @@ def test_focal_loss_at_gamma_zero_is_cross_entropy() -> None:
     generator = torch.Generator().manual_seed(0)
     logits, target = torch.randn(64, 7, generator=generator), torch.randint(0, 7, (64,), generator=generator)
     weight = torch.rand(7, generator=generator) + 0.1
-    assert torch.allclose(ClassificationLoss("focal", gamma=0.0)(logits, target), F.cross_entropy(logits, target))
-    weighted = ClassificationLoss("focal", gamma=0.0, weight=weight)(logits, target)
+    assert torch.allclose(FocalLoss(7, gamma=0.0)(logits, target), F.cross_entropy(logits, target))
+    weighted = FocalLoss(7, gamma=0.0, alpha=weight.tolist())(logits, target)
     assert torch.allclose(weighted, F.cross_entropy(logits, target, weight=weight), atol=1e-6)
     # gamma > 0 down-weights well-classified examples: a confident correct batch loses far more than a wrong one
     confident = torch.full((4, 3), -5.0)
     confident[:, 0] = 5.0
     zeros = torch.zeros(4, dtype=torch.long)
-    ce, focal = ClassificationLoss("ce"), ClassificationLoss("focal", gamma=2.0)
+    ce, focal = CrossEntropyLoss(3), FocalLoss(3, gamma=2.0)
     assert focal(confident, zeros) < 1e-3 * ce(confident, zeros)
     assert focal(confident, zeros + 1) > 0.9 * ce(confident, zeros + 1)
 
 
 def test_label_smoothing_and_class_weights() -> None:
     logits, target = torch.randn(16, 4), torch.randint(0, 4, (16,))
-    loss = build_loss({"name": "label_smoothing", "smoothing": 0.2, "alpha": [1, 2, 3, 4]}, 4)
+    settings = {"_target_": "models.losses.LabelSmoothingLoss", "smoothing": 0.2, "alpha": [1, 2, 3, 4]}
+    loss = build_loss(settings, 4)
     expected = F.cross_entropy(logits, target, weight=torch.tensor([1.0, 2, 3, 4]), label_smoothing=0.2)
     assert torch.allclose(loss(logits, target), expected)
     assert torch.allclose(class_weights("balanced", 3, [10, 5, 5]), torch.tensor([2 / 3, 4 / 3, 4 / 3]))
+    balanced = build_loss({"_target_": "models.losses.CrossEntropyLoss", "alpha": "balanced"}, 3)
+    assert balanced.needs_class_counts and balanced.weight is None  # known once the training data is read
+    balanced.use_class_counts([10, 5, 5])
+    assert torch.allclose(balanced.weight, torch.tensor([2 / 3, 4 / 3, 4 / 3]))
     with pytest.raises(ValueError, match="2 weights for 3 classes"):
-        build_loss({"name": "ce", "alpha": [1.0, 2.0]}, 3)
-    with pytest.raises(ValueError, match="unknown"):
+        build_loss({"_target_": "models.losses.CrossEntropyLoss", "alpha": [1.0, 2.0]}, 3)
+    with pytest.raises(ValueError, match="cannot be imported"):
+        build_loss({"_target_": "models.losses.DiceLoss"}, 3)
+    with pytest.raises(ValueError, match="is not a models.losses.Loss"):
+        build_loss({"_target_": "torch.nn.CrossEntropyLoss"}, 3)
+    with pytest.raises(ValueError, match=r"model.loss.name: dice is the old spelling.*model/loss=dice"):
         build_loss({"name": "dice"}, 3)
 
 
@@ -244,7 +253,7 @@ def test_entity_pooling_trains_its_head_not_the_unused_one(tmp_path: Path, lora:
         {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64},
         {"vocab_size": 600}, cache_dir=str(tmp_path),
     )
-    model = SequenceClassifier(backbone, {"name": "adamw", "lr": 1e-3}, {"name": "none"}, labels=["x", "y", "z"],
+    model = SequenceClassifier(backbone, {"_target_": "torch.optim.AdamW", "lr": 1e-3}, {"_target_": "models.optim.no_schedule"}, labels=["x", "y", "z"],
                                pooling="entity", lora={"enabled": lora, "r": 4, "target_modules": ["Wqkv"]})
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert any(name.startswith("entity_head.") for name in trainable)

@@ -16,8 +16,10 @@ from lightning.pytorch.utilities.data import _is_dataloader_shuffled
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
+from core.record_files import iter_texts
 from datamodules.curriculum import CurriculumSpec, build_sampler, curriculum_spec
 from datamodules.mrc import DIFFICULTY_KEYS, MRCDataModule
+from datamodules.mrc_features import build_train_features
 from datamodules.samplers import (
     BabyStepsSampler,
     CompetenceSampler,
@@ -25,7 +27,7 @@ from datamodules.samplers import (
     SeededShuffleSampler,
     competence,
 )
-from models.backbone import iter_texts, train_tokenizer
+from models.backbone import train_tokenizer
 from tests.conftest import SAMPLE
 
 
@@ -303,3 +305,35 @@ def test_classifier_curriculum_orders_its_examples(tmp_path: Path, tokenizer) ->
     assert max(chars[i] for i in drawn) <= sorted(chars)[14] < max(chars)
     with pytest.raises(ValueError, match="difficulty='bm25' is unknown here"):
         ClassificationDataModule(tokenizer, curriculum={"pacing": "sorted", "difficulty": "bm25"}, **settings)
+
+
+def test_bm25_difficulty_is_a_task_step_injected_into_the_datamodule(tokenizer, tmp_path: Path) -> None:
+    """The data layer computes no BM25 / teacher score itself: tasks/difficulty.py's scorer does, and caches it."""
+    import json
+
+    from tasks.difficulty import attach_difficulty, bm25_difficulty
+
+    settings = {"train_file": str(SAMPLE / "train.json"), "validation_file": str(SAMPLE / "validation.json"),
+                "max_seq_length": 128, "doc_stride": 32, "max_eval_examples": 4,
+                "max_train_examples": 40, "cache_dir": str(tmp_path), "curriculum": {"pacing": "sorted", "difficulty": "bm25"}}
+    bare = MRCDataModule(tokenizer, **settings)
+    with pytest.raises(ValueError, match="tasks/difficulty.py"):
+        bare.setup("fit")
+    dm = attach_difficulty(MRCDataModule(tokenizer, **settings))
+    dm.setup("fit")
+    examples = dm.load_examples("train", require_answers=True)
+    scores = bm25_difficulty(examples, "char_ngram")
+    per_feature = dm._build(build_train_features, examples, "train")["example_index"]
+    assert dm.train_difficulty == [scores[i] for i in per_feature] and len(set(scores)) > 5
+    cached = list((tmp_path / "difficulty").glob("bm25-*.json"))
+    assert len(cached) == 1 and json.loads(cached[0].read_text(encoding="utf-8")) == pytest.approx(scores)
+
+
+def test_no_datamodule_imports_a_model_or_a_retriever() -> None:
+    import ast
+
+    for path in sorted((Path(__file__).parents[1] / "datamodules").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n.split(".")[0] in ("models", "retrievals", "tasks") for n in names), (path.name, names)

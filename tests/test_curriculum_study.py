@@ -20,6 +20,7 @@ from callbacks.curriculum_study import BEGIN, END, CurriculumStudyReport, read_j
 from datamodules.curriculum import curriculum_spec
 from datamodules.mrc import DIFFICULTY_KEYS, MRCDataModule
 from datamodules.mrc_features import build_train_features
+from tasks.difficulty import attach_difficulty
 from tests.conftest import ROOT, SAMPLE, TINY_RUN, read_json, run_main
 
 NLI = SAMPLE.parent / "nli_sample"
@@ -143,6 +144,7 @@ def _mrc(tokenizer, tmp_path: Path, **curriculum_options) -> MRCDataModule:
         max_seq_length=96, doc_stride=32, batch_size=8, eval_batch_size=16, max_train_examples=12,
         max_eval_examples=4, cache_dir=str(tmp_path / "cache"), curriculum={"pacing": "sorted", **curriculum_options},
     )
+    attach_difficulty(dm)  # the task step that computes teacher-loss / BM25 scores (tasks/difficulty.py)
     dm.setup("fit")
     return dm
 
@@ -183,7 +185,7 @@ def test_reader_teacher_loss_equals_the_hf_heads_loss_and_is_cached(study_cell: 
     def no_teacher(*args, **kwargs):
         raise AssertionError("the cached scores should have been used")
 
-    monkeypatch.setattr("datamodules.mrc.teacher_losses", no_teacher)
+    monkeypatch.setattr("tasks.difficulty.teacher_losses", no_teacher)
     assert _mrc(tokenizer, tmp_path, difficulty="loss", teacher_ckpt=ckpt).train_difficulty == dm.train_difficulty
 
 
@@ -212,7 +214,7 @@ def test_classifier_teacher_loss_equals_the_hf_heads_loss(tmp_path: Path) -> Non
                 "text_fields": ["premise", "hypothesis"], "label_field": "gold_label", "max_train_examples": 24,
                 "max_eval_examples": 4, "batch_size": 8, "cache_dir": str(tmp_path / "cache")}  # fmt: skip
     data = ClassificationDataModule(backbone.tokenizer, **settings)
-    model = SequenceClassifier(backbone, {"name": "adamw", "lr": 1e-2}, {"name": "none"}, labels=data.labels)
+    model = SequenceClassifier(backbone, {"_target_": "torch.optim.AdamW", "lr": 1e-2}, {"_target_": "models.optim.no_schedule"}, labels=data.labels)
     trainer = Trainer(max_steps=2, accelerator="cpu", logger=False, enable_progress_bar=False, limit_val_batches=0,
                       enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path)  # fmt: skip
     trainer.fit(model, datamodule=data)
@@ -222,7 +224,7 @@ def test_classifier_teacher_loss_equals_the_hf_heads_loss(tmp_path: Path) -> Non
     backbone.save(run / "backbone")
     dm = ClassificationDataModule(backbone.tokenizer, curriculum={"pacing": "anti", "difficulty": "loss",
                                                                   "teacher_ckpt": str(ckpt)}, **settings)  # fmt: skip
-    dm.setup("fit")
+    attach_difficulty(dm).setup("fit")
     model.eval()
     expected = []
     with torch.inference_mode():

@@ -25,12 +25,14 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from core.errors import DataFormatError
-from retrievals.base import load_retriever
 from retrievals.bm25 import BM25Retriever
-from retrievals.corpus import Passage, corpus_fingerprint, gold_passage_ids, load_corpus, load_queries
+from retrievals.corpus import Passage, corpus_fingerprint, gold_passage_ids, load_corpus
 from retrievals.elasticsearch import ANALYZER_DEFAULTS, ElasticsearchRetriever, connection_settings
+from retrievals.manifest import load_retriever
 from retrievals.metrics import retrieval_metrics
-from retrievals.task import TASK_KEYS
+from retrievals.protocol import Retriever
+from retrievals.sparse import SparseRetriever
+from tasks.retrieve import TASK_KEYS, read_queries
 from tests.conftest import ROOT, SAMPLE, read_json, run_main
 
 ENV_KEYS = ("ES_URL", "ES_API_KEY", "ES_USERNAME", "ES_PASSWORD")
@@ -229,14 +231,16 @@ def test_module_works_without_the_client_until_a_server_is_needed(clean_env: pyt
         retriever.connect()
 
 
-def test_nothing_indexed_and_local_token_apis_are_clear_errors(clean_env: pytest.MonkeyPatch) -> None:
+def test_nothing_indexed_is_a_clear_error_and_there_are_no_local_token_apis(clean_env: pytest.MonkeyPatch
+                                                                           ) -> None:
+    """A peer of the sparse engine implementing the protocol itself: no stub hooks of an in-memory index."""
     retriever = ElasticsearchRetriever()
     with pytest.raises(RuntimeError, match="nothing indexed yet"):
         retriever.search(["질문"], 5)
     with pytest.raises(RuntimeError, match="nothing indexed yet"):
         retriever.save("unused")
-    with pytest.raises(NotImplementedError, match="on the server"):
-        retriever.search_tokens([["질문"]], 5)
+    assert isinstance(retriever, Retriever) and not isinstance(retriever, SparseRetriever)
+    assert not any(hasattr(retriever, name) for name in ("search_tokens", "index_tokens", "get_scores"))
 
 
 # ----------------------------------------------------------------------------- a real Elasticsearch server
@@ -280,7 +284,7 @@ def test_es_decompound_mode_reaches_the_analyzer(es_index: str, corpus: list[Pas
 
 @needs_server
 def test_es_retrieves_the_sample_questions(es_index: str, corpus: list[Passage]) -> None:
-    questions = load_queries(SAMPLE / "validation.json")
+    questions = read_queries(SAMPLE / "validation.json")
     gold = gold_passage_ids(questions, corpus)
     retriever = ElasticsearchRetriever(index_name=es_index, msearch_batch_size=16).index(corpus)
     result = retriever.search([q.question for q in questions], 20)

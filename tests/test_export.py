@@ -16,8 +16,8 @@ from models.qa_postprocess import decode_predictions, topk_candidates
 from models.reader import ExtractiveReader
 from tests.conftest import TINY_LOOP, read_json
 
-OPTIM = {"name": "adamw", "lr": 3e-3}
-SCHEDULE = {"name": "linear", "warmup_ratio": 0.0}
+OPTIM = {"_target_": "torch.optim.AdamW", "lr": 3e-3}
+SCHEDULE = {"_target_": "transformers.get_linear_schedule_with_warmup", "warmup_ratio": 0.0}
 
 
 def checkpoint_reader(run_dir: Path, checkpoint: str) -> ExtractiveReader:

@@ -150,7 +150,7 @@ def test_re_focal_runs_end_to_end_then_reads_a_csv_with_the_saved_backbone(tmp_p
     run_main(
         "+experiment=re_focal", *TINY_LOOP, "backbone=local", f"backbone.name_or_path={run_dir / 'backbone'}",
         f"datamodule.train_file={csv_file}", f"datamodule.validation_file={csv_file}", "datamodule.id_field=id",
-        "datamodule.marking=entity_marker", "datamodule.pooling=cls", "model.loss.name=label_smoothing",
+        "datamodule.marking=entity_marker", "datamodule.pooling=cls", "model/loss=label_smoothing",
         run_dir=tmp_path / "csv", cache_dir=cache,
     )
     assert [p["id"] for p in read_json(tmp_path / "csv" / "predictions.json")] == [r["guid"] for r in rows[:12]]

@@ -22,8 +22,8 @@ from models.reader import ExtractiveReader  # noqa: E402
 from tests.conftest import SAMPLE, TINY_RUN, read_json, run_main  # noqa: E402
 
 LORA = ["model.lora.enabled=true", "model.lora.r=4", "model.lora.dropout=0.0", "model.optimizer.lr=3e-3"]
-OPTIM = {"name": "adamw", "lr": 3e-3, "weight_decay": 0.01}
-SCHEDULE = {"name": "linear", "warmup_ratio": 0.0}
+OPTIM = {"_target_": "torch.optim.AdamW", "lr": 3e-3, "weight_decay": 0.01}
+SCHEDULE = {"_target_": "transformers.get_linear_schedule_with_warmup", "warmup_ratio": 0.0}
 
 
 @pytest.fixture(scope="module")

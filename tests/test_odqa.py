@@ -10,7 +10,7 @@ import pytest
 from datamodules.mrc_formats import load_mrc_examples, to_squad_json
 from models.qa_metrics import evaluate
 from retrievals.corpus import Passage, Query
-from retrievals.odqa import choose_answers, passage_examples
+from tasks.odqa import choose_answers, passage_examples
 from tests.conftest import SAMPLE, TINY_LOOP, read_json, run_main
 
 

@@ -10,8 +10,7 @@ import pytest
 from datamodules.mrc_formats import load_mrc_examples, to_squad_json
 from models.mrc_metrics import score_predictions
 from retrievals.corpus import Passage, Query
-from retrievals.odqa import concatenated_answers, concatenated_examples
-from tasks.odqa import task_odqa
+from tasks.odqa import concatenated_answers, concatenated_examples, task_odqa
 from tasks.runner import compose_config
 from tests.conftest import SAMPLE, TINY_LOOP, read_json
 

@@ -34,7 +34,7 @@ EXACT = [
     "callbacks.early_stopping=null",
     "callbacks.model_checkpoint=null",  # metrics.json then scores the final weights
     "backbone.config.mlp_dropout=0.1",
-    "model.scheduler.name=cosine_warm_restarts",
+    "model/scheduler=cosine_warm_restarts",
     "model.scheduler.warmup_steps=4",
     "model.scheduler.T_0=8",
     "model.scheduler.T_mult=2",
@@ -243,7 +243,7 @@ def test_classifier_resumes_mid_epoch_to_the_same_run(tmp_path: Path) -> None:
     run = [
         "+experiment=nli", *(o for o in TINY_RUN if not o.startswith("trainer.max_epochs")), "trainer.max_epochs=5",
         "trainer.deterministic=true", "callbacks.early_stopping=null", "callbacks.model_checkpoint=null",
-        "backbone.config.mlp_dropout=0.1", "model.scheduler.name=cosine_warm_restarts", "model.scheduler.warmup_steps=4",
+        "backbone.config.mlp_dropout=0.1", "model/scheduler=cosine_warm_restarts", "model.scheduler.warmup_steps=4",
         "model.scheduler.T_0=8",
     ]  # fmt: skip
     cache = tmp_path / "cache"

@@ -13,13 +13,15 @@ import rank_bm25
 from omegaconf import OmegaConf
 
 from core.errors import DataFormatError
-from retrievals.base import load_retriever, top_k
 from retrievals.bm25 import BM25Retriever
-from retrievals.corpus import Passage, Query, context_id, gold_passage_ids, load_corpus, load_queries
+from retrievals.corpus import Passage, Query, context_id, gold_passage_ids, load_corpus
+from retrievals.manifest import load_retriever
 from retrievals.metrics import mrr_at_k, recall_at_k, retrieval_metrics
-from retrievals.task import run_retrieve
+from retrievals.term_index import top_k
 from retrievals.tfidf import TfidfRetriever
-from retrievals.tokenizers import TokenizedCorpus, build_tokenizer, tokenize_corpus
+from retrievals.token_cache import TokenizedCorpus, tokenize_corpus
+from retrievals.tokenizers import build_tokenizer
+from tasks.retrieve import read_corpus, read_queries, run_retrieve
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "mrc_sample"
@@ -33,7 +35,7 @@ def corpus() -> list[Passage]:
 
 @pytest.fixture(scope="module")
 def questions() -> list[Query]:
-    return load_queries(SAMPLE / "validation.json")
+    return read_queries(SAMPLE / "validation.json")
 
 
 @pytest.fixture(scope="module")
@@ -447,8 +449,8 @@ def test_corpus_layouts_and_gold_links(tmp_path, corpus, questions):
 
 
 def test_mrc_contexts_are_deduplicated_with_stable_ids(questions):
-    first = load_corpus(SAMPLE / "validation.json")
-    again = load_corpus(SAMPLE / "validation.json")
+    first = read_corpus(SAMPLE / "validation.json")
+    again = read_corpus(SAMPLE / "validation.json")
     assert len(first) == 135 and [p.id for p in first] == [p.id for p in again]
     assert first[0].id == context_id(first[0].title, first[0].text)
     gold = gold_passage_ids(questions, first)
@@ -458,7 +460,7 @@ def test_mrc_contexts_are_deduplicated_with_stable_ids(questions):
 def test_questions_only_file(tmp_path):
     path = tmp_path / "test.json"
     path.write_text(json.dumps([{"guid": "t1", "question": "경복궁은 언제 지어졌나?"}], ensure_ascii=False))
-    queries = load_queries(path)
+    queries = read_queries(path)
     assert queries == [Query("t1", "경복궁은 언제 지어졌나?")] and not queries[0].has_gold
 
 
@@ -485,9 +487,9 @@ def test_char_ngrams_whitespace_and_combination():
 
 
 def test_parallel_tokenisation_equals_one_process(small, monkeypatch):
-    import retrievals.tokenizers as tokenizers
+    import retrievals.token_cache as token_cache
 
-    monkeypatch.setattr(tokenizers, "_PARALLEL_MIN_TEXTS", 10)
+    monkeypatch.setattr(token_cache, "_PARALLEL_MIN_TEXTS", 10)
     texts = [p.text for p in small[:60]]
     one = tokenize_corpus(build_tokenizer(CHAR), texts, corpus_key="p")
     two = tokenize_corpus(build_tokenizer({**CHAR, "num_workers": 2}), texts, corpus_key="p")
@@ -554,7 +556,7 @@ def test_retriever_configs_compose_and_instantiate(option, tmp_path):
     from core.config import register_resolvers
 
     register_resolvers()
-    from retrievals.task import TASK_KEYS, _instantiate
+    from tasks.retrieve import TASK_KEYS, instantiate_retriever
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -563,5 +565,48 @@ def test_retriever_configs_compose_and_instantiate(option, tmp_path):
     GlobalHydra.instance().clear()
     node = OmegaConf.to_container(cfg.retriever, resolve=True)
     assert node["cache_dir"] == str(tmp_path) and node["corpus_file"] is None
-    retriever = _instantiate({k: v for k, v in node.items() if k not in TASK_KEYS})
+    retriever = instantiate_retriever({k: v for k, v in node.items() if k not in TASK_KEYS})
     assert retriever.kind == option and retriever.tokenizer.name == "char_ngram"
+
+
+def test_task_keys_live_outside_the_retriever_options(tmp_path):
+    """conf/config.yaml holds the task keys' defaults; an option holds its _target_ and arguments only; the
+    command line still sets retriever.top_k and friends, whichever retriever is chosen."""
+    from tasks.retrieve import TASK_KEYS
+    from tasks.runner import compose_config
+
+    assert tuple(OmegaConf.load(ROOT / "conf" / "config.yaml").retriever) == TASK_KEYS
+    for option in sorted((ROOT / "conf" / "retriever").glob("*.yaml")):
+        node = OmegaConf.load(option)
+        assert "_target_" in node and not set(TASK_KEYS) & set(node), option.name
+    for option in ("bm25", "tfidf", "elasticsearch"):
+        cfg = compose_config([f"retriever={option}", "retriever.top_k=7", "retriever.corpus_file=c.jsonl"], tmp_path)
+        assert (cfg.retriever.top_k, cfg.retriever.corpus_file, cfg.retriever.index_dir) == (7, "c.jsonl", None)
+        assert cfg.retriever._target_.startswith("retrievals.")
+
+
+def test_retrievals_reads_no_mrc_format_itself(tmp_path):
+    """An MRC file is a corpus / questions file only through a reader the task layer hands over."""
+    with pytest.raises(DataFormatError, match="holds no passages") as info:
+        load_corpus(SAMPLE / "validation.json")
+    assert "mrc_examples" in str(info.value)
+    assert len(read_corpus(SAMPLE / "validation.json")) == 135
+    csv_corpus = tmp_path / "corpus.csv"
+    csv_corpus.write_text("id,title,text\np1,경복궁,경복궁은 궁궐이다\np2,,판소리는 음악이다\n", encoding="utf-8")
+    assert [(p.id, p.title, p.text) for p in load_corpus(csv_corpus)] == [
+        ("p1", "경복궁", "경복궁은 궁궐이다"), ("p2", "", "판소리는 음악이다")]
+
+
+def test_manifest_names_its_class_and_older_manifests_still_load(small, questions, tmp_path):
+    retriever = TfidfRetriever(tokenizer=CHAR).index(small)
+    retriever.save(tmp_path / "ix")
+    manifest = json.loads((tmp_path / "ix" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["target"] == "retrievals.tfidf.TfidfRetriever" and manifest["retriever"] == "tfidf"
+    # indexes saved before the manifest said "target" named the class "class"
+    manifest["class"] = manifest.pop("target")
+    (tmp_path / "ix" / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    loaded = load_retriever(tmp_path / "ix", passages=small, like=TfidfRetriever(tokenizer=CHAR))
+    queries = [q.question for q in questions[:10]]
+    assert type(loaded) is TfidfRetriever and loaded.search(queries, 5) == retriever.search(queries, 5)
+    with pytest.raises(DataFormatError, match=r"other parameters \(sublinear_tf: index False vs asked True\)"):
+        TfidfRetriever.load(tmp_path / "ix", like=TfidfRetriever(tokenizer=CHAR, sublinear_tf=True))

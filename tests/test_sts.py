@@ -121,8 +121,9 @@ def test_scores_equal_scipy_with_ties() -> None:
 def test_losses() -> None:
     pred, gold = torch.tensor([0.0, 1.0, 4.0]), torch.tensor([0.5, 1.0, 1.0])
     assert build_regression_loss(None)(pred, gold) == pytest.approx((0.25 + 9) / 3)
-    assert build_regression_loss({"name": "huber", "delta": 1.0})(pred, gold) == pytest.approx((0.125 + 2.5) / 3)
-    with pytest.raises(ValueError, match="mse, huber"):
+    huber = build_regression_loss({"_target_": "models.losses.HuberLoss", "delta": 1.0})
+    assert huber(pred, gold) == pytest.approx((0.125 + 2.5) / 3)
+    with pytest.raises(ValueError, match="model/loss=ce"):
         build_regression_loss({"name": "ce"})
 
 

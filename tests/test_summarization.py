@@ -27,8 +27,8 @@ pytestmark = [
 
 SAMPLE = ROOT / "data" / "summarization_sample"
 TINY_GPT = {"n_embd": 32, "n_layer": 1, "n_head": 2, "n_inner": 64, "n_positions": 256}
-OPTIM = {"name": "adamw", "lr": 1e-3}
-SCHEDULE = {"name": "none"}
+OPTIM = {"_target_": "torch.optim.AdamW", "lr": 1e-3}
+SCHEDULE = {"_target_": "models.optim.no_schedule"}
 
 
 def read_jsonl(path: Path) -> list[dict]:

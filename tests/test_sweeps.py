@@ -46,7 +46,7 @@ def test_search_space_from_hydra_sweep_grammar() -> None:
             "trainer.max_epochs=tag(int, interval(1, 4))",
             "model.n_best_size=tag(int, log, interval(4, 64))",
             "datamodule.batch_size=choice(8, 16)",
-            "model.scheduler.name=linear,cosine",
+            "model/scheduler=linear,cosine",
             "seed=range(1, 4)",
             "trainer.precision=32-true",
             "datamodule.batch_size=choice(4, 32)",  # later beats earlier: the command line beats the config
@@ -57,7 +57,7 @@ def test_search_space_from_hydra_sweep_grammar() -> None:
     assert space["trainer.max_epochs"] == IntDistribution(1, 4)
     assert space["model.n_best_size"] == IntDistribution(4, 64, log=True)
     assert space["datamodule.batch_size"] == CategoricalDistribution([4, 32])
-    assert space["model.scheduler.name"] == CategoricalDistribution(["linear", "cosine"])
+    assert space["model/scheduler"] == CategoricalDistribution(["linear", "cosine"])
     assert space["seed"] == CategoricalDistribution([1, 2, 3])
     assert fixed == ["trainer.precision=32-true"]
     assert trial_overrides({"model.optimizer.lr": 3e-4, "datamodule.batch_size": 32}) == [
