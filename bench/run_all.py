@@ -1,4 +1,4 @@
-"""Every CPU benchmark, one after the other, with all their tables: the one command the README documents.
+"""Every CPU benchmark, one after the other, with all their tables: the one command docs/benchmarks.md documents.
 
     nice -n 19 python bench/run_all.py                  # the full set, sized for < 10 minutes on 2 CPU cores
     python bench/run_all.py --quick                     # every script's seconds-long smoke run

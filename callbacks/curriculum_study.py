@@ -2,7 +2,7 @@
 
 ``python main.py -m +experiment=curriculum_study`` runs the grid; at the end of the sweep Hydra calls
 :class:`CurriculumStudyReport`, which reads each job's ``metrics.json`` and ``.hydra/config.yaml`` and
-writes ``curriculum_study.md`` / ``.json`` into the sweep dir (and the table into the README, between
+writes ``curriculum_study.md`` / ``.json`` into the sweep dir (and the table into docs/curriculum.md, between
 markers). Each cell is compared with ``pacing=none`` at the same seeds: a paired t-test on the metric
 (scipy), then Benjamini-Hochberg across the cells, so "significant" survives the many comparisons.
 """
@@ -125,7 +125,7 @@ def markdown(rows: list[dict[str, Any]], metrics: Sequence[str], alpha: float, c
 
 
 def update_readme(readme: Path, table: str) -> bool:
-    """Replace what lies between the README's study markers with ``table``; False if it has no markers."""
+    """Replace what lies between the study markers of the readme file (docs/curriculum.md) with ``table``; False if it has no markers."""
     text = readme.read_text(encoding="utf-8") if readme.is_file() else ""
     if BEGIN not in text or END not in text:
         return False
@@ -147,7 +147,7 @@ class CurriculumStudyReport(Callback):
         self.command = command
 
     def report(self, sweep_dir: Path) -> str:
-        """Write ``curriculum_study.md`` and ``.json`` into ``sweep_dir`` (and the README); the markdown."""
+        """Write ``curriculum_study.md`` and ``.json`` into ``sweep_dir`` (and the readme file); the markdown."""
         jobs, missing = read_jobs(sweep_dir)
         rows = summarise(jobs, self.metrics, self.baseline)
         table = markdown(rows, self.metrics, self.alpha, self.command)

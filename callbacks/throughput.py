@@ -1,4 +1,4 @@
-"""Run-level training throughput, for metrics.json and the README's benchmark table.
+"""Run-level training throughput, for metrics.json and docs/benchmarks.md.
 
 Lightning's ThroughputMonitor reports windowed rates to loggers only; comparisons across runs
 need one number per run, measured over optimiser steps alone (no validation, no data loading).

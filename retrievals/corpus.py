@@ -114,6 +114,8 @@ def load_corpus(
     src = Path(path)
     if not src.exists():
         raise FileNotFoundError(f"retriever.corpus_file={src}: no such file or directory.")
+    if src.is_file() and not src.read_text(encoding="utf-8-sig").strip():
+        raise DataFormatError(src, None, "the corpus file is empty", f"expected one of: {CORPUS_LAYOUTS}")
     source = read_source(src, split=split)
     rows: list[tuple[str, Any]] | None = None
     if source.format == "json":

@@ -46,7 +46,7 @@ TOKENIZER_NAMES = ("whitespace", "char_ngram", "kiwi", "hf")
 DEFAULT_KIWI_TAGS = ("NNG", "NNP", "NNB", "NR", "NP", "SL", "SH", "SN")
 CONTENT_KIWI_TAGS = ("NNG", "NNP", "NNB", "NR", "NP", "VV", "VA", "XR", "MAG", "SL", "SH", "SN")
 # The default (kiwi nouns + character bigrams) had the best mean recall@1 over the embedded QA set and a
-# real-Korean proxy (KLUE-NLI hypothesis -> premise); see the README's Retrieval section.
+# real-Korean proxy (KLUE-NLI hypothesis -> premise); see docs/retrieval.md.
 DEFAULTS: dict[str, Any] = {
     "name": "kiwi+char_ngram",
     "lowercase": True,

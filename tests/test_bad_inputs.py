@@ -2,8 +2,8 @@
 
 Every case must end with exit code 1, no Python traceback, and a message that names the file (or the config
 key), the record (id or line) where there is one, and the fix; and no ``metrics.json``. Most cases fail in
-``main.py``'s preflight, ``task=score`` or ``task=retrieve`` before torch is even imported (under a second
-each); the checkpoint cases reuse the session's ``fitted_run``.
+the verbs' preflight (the datamodule class's ``check_files``), ``task=score`` or ``task=retrieve`` before any
+tokenizer or model is built (a few seconds each); the checkpoint cases reuse the session's ``fitted_run``.
 
 Decisions these tests pin down:
 
