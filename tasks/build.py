@@ -61,8 +61,9 @@ def build_run(cfg: DictConfig) -> dict[str, Any]:
     if is_rank_zero():  # under DDP every process builds the run; one writes it
         backbone.save(output_dir / "backbone")
     datamodule = attach_difficulty(instantiate(cfg.datamodule, tokenizer=backbone.tokenizer, _convert_="all"))
+    check_contract(cfg, "datamodule", datamodule)
     model = instantiate(cfg.model, backbone=backbone, **model_arguments(cfg, datamodule), _convert_="all")
-    check_contracts(cfg, datamodule, model)
+    check_contract(cfg, "model", model)
     loggers = build_loggers(cfg)
     callbacks = build_callbacks(cfg, has_logger=bool(loggers))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -92,33 +93,27 @@ def build_backbone(cfg: DictConfig) -> Any:
         raise clear from None
 
 
-def check_contracts(cfg: DictConfig, datamodule: Any, model: Any) -> None:
-    """The one check of what the verbs rely on (core/contracts.py): the configured classes are the bases that
-    implement it, so nothing later probes for attributes."""
+def check_contract(cfg: DictConfig, group: str, built: Any) -> None:
+    """The one check of what the verbs rely on (core/contracts.py): the configured class subclasses the base that
+    implements it, so nothing later probes for attributes."""
     from datamodules.base import TaskDataModule
     from models.base import TaskModule
 
-    if not isinstance(datamodule, TaskDataModule):
-        raise ValueError(f"datamodule._target_={cfg.datamodule.get('_target_')} built a {type(datamodule).__name__}, "
-                         "not a datamodules.base.TaskDataModule: subclass it (docs/extending.md).")
-    if not isinstance(model, TaskModule):
-        raise ValueError(f"model._target_={cfg.model.get('_target_')} built a {type(model).__name__}, not a "
-                         "models.base.TaskModule: subclass it (docs/extending.md).")
+    base = {"datamodule": TaskDataModule, "model": TaskModule}[group]
+    if not isinstance(built, base):
+        raise ValueError(f"{group}._target_={cfg[group].get('_target_')} built a {type(built).__name__}, not a "
+                         f"{base.__module__}.{base.__name__}: subclass it (docs/extending.md).")
 
 
 def model_arguments(cfg: DictConfig, datamodule: Any) -> dict[str, Any]:
     """What the datamodule knows and the model needs (a classifier's classes, read from the training data)."""
-    from datamodules.base import TaskDataModule
-
-    provided = datamodule.model_arguments() if isinstance(datamodule, TaskDataModule) else {}
+    provided = datamodule.model_arguments()
     unknown = [key for key in provided if key not in cfg.model]
     if unknown:
-        hint = ("a regression datamodule needs model=regressor" if "regression" in str(cfg.model.get("_target_", ""))
-                or "regressor" in str(cfg.model.get("_target_", "")) else "a classification datamodule needs "
-                "model=classifier (a regression one, model=regressor)")
         raise ValueError(
             f"{type(datamodule).__name__} gives the model {unknown}, which {cfg.model.get('_target_')} does not take: "
-            f"{hint}."
+            "a classification datamodule needs model=classifier (real-valued labels: datamodule=regression "
+            "model=regressor)."
         )
     return provided
 
