@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.main_process import run_script
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "mrc_sample"
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -33,6 +35,8 @@ TINY_BACKBONE = [
     "backbone.tokenizer.vocab_size=2000",
 ]
 TINY_RUN = TINY_LOOP + TINY_BACKBONE
+# Environment keys a forked run honours (read after start-up); any other key gets a fresh interpreter.
+FORKABLE_ENV = {"PYTHONPATH", "WANDB_MODE", "WANDB_DIR", "TOKENIZERS_PARALLELISM", "HYDRA_FULL_ERROR"}
 
 
 def main_command(*overrides: str, run_dir: Path, cache_dir: Path | None = None) -> list[str]:
@@ -52,7 +56,10 @@ def run_main(
 ):
     """``python main.py <overrides>`` with its run dir (and feature cache) under the test's tmp dir."""
     args = main_command(*overrides, run_dir=run_dir, cache_dir=cache_dir)
-    result = subprocess.run(args, cwd=ROOT, env=main_env(env), capture_output=True, text=True, timeout=600)
+    if set(env or {}) <= FORKABLE_ENV:  # forked from a server that has imported torch & co. (main_process.py)
+        result = run_script(ROOT / "main.py", args[2:], env=main_env(env), cwd=ROOT, timeout=600)
+    else:  # an environment read at import time needs a fresh interpreter
+        result = subprocess.run(args, cwd=ROOT, env=main_env(env), capture_output=True, text=True, timeout=600)
     if check and result.returncode != 0:
         raise AssertionError(f"main.py failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
     return result

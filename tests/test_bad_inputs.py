@@ -1,4 +1,5 @@
-"""A catalogue of bad inputs, each run as a user runs it: ``python main.py ...`` in a real subprocess.
+"""A catalogue of bad inputs, each run as a user runs it: ``python main.py ...`` in a real process of its
+own (tests/main_process.py).
 
 Every case must end with exit code 1, no Python traceback, and a message that names the file (or the config
 key), the record (id or line) where there is one, and the fix; and no ``metrics.json``. Most cases fail in

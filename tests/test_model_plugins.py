@@ -17,7 +17,7 @@ from torch import nn
 
 from models.losses import Loss, build_loss
 from models.optim import build_optimizer, build_scheduler
-from tests.conftest import ROOT, TINY_RUN, main_command, main_env, read_json
+from tests.conftest import ROOT, TINY_RUN, read_json, run_main
 from tests.test_configs import compose_config
 
 OPTIONS = [
@@ -89,8 +89,7 @@ def user_setup(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
 
 
 def run(*overrides: str, tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    args = main_command(*overrides, run_dir=tmp_path / "run", cache_dir=tmp_path / "cache")
-    return subprocess.run(args, cwd=ROOT, env=main_env(env), capture_output=True, text=True, timeout=600)
+    return run_main(*overrides, run_dir=tmp_path / "run", cache_dir=tmp_path / "cache", check=False, env=env)
 
 
 def test_users_loss_optimizer_and_schedule_run_from_their_config_dir(tmp_path: Path) -> None:

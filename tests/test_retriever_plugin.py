@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, SAMPLE, main_command, main_env, read_json
+from tests.conftest import SAMPLE, read_json, run_main
 
 # The user's module: a character-bigram overlap scorer implementing retrievals.protocol.Retriever directly
 # (no project base class), saving its index as JSON with the manifest helpers.
@@ -115,11 +115,10 @@ def plugin(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def run_plugin(plugin: tuple[Path, Path], run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
     code, conf = plugin
-    args = main_command(f"--config-dir={conf}", "task=retrieve", "print_config=false",
-                        f"datamodule.validation_file={SAMPLE / 'validation.json'}", *overrides, run_dir=run_dir)
     path = os.pathsep.join(p for p in (str(code), os.environ.get("PYTHONPATH", "")) if p)
-    return subprocess.run(args, cwd=ROOT, env=main_env({"PYTHONPATH": path}), capture_output=True, text=True,
-                          timeout=600)
+    return run_main(f"--config-dir={conf}", "task=retrieve", "print_config=false",
+                    f"datamodule.validation_file={SAMPLE / 'validation.json'}", *overrides, run_dir=run_dir,
+                    check=False, env={"PYTHONPATH": path})
 
 
 def test_own_retriever_runs_task_retrieve_and_reloads_its_index(plugin: tuple[Path, Path], tmp_path: Path) -> None:
