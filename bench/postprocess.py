@@ -298,7 +298,7 @@ def ours_decode(
     """As ``ExtractiveReader``: top-k per batch in the loop, decode at the epoch end. Returns both times."""
     import torch
 
-    from models.qa_postprocess import decode_predictions, topk_candidates
+    from models.qa_postprocess import decode_predictions, null_scores_at, topk_candidates
     from models.span_candidates import SpanCandidates
 
     batches = []  # what the model hands over each step (built outside the clock)
@@ -315,7 +315,8 @@ def ours_decode(
     candidates = SpanCandidates()
     t0 = time.perf_counter()
     for start_logits, end_logits, mask, index in batches:
-        candidates.update(index, *topk_candidates(start_logits, end_logits, mask, n_best))
+        null = null_scores_at(start_logits, end_logits, torch.zeros(len(index), dtype=torch.long))
+        candidates.update(index, *topk_candidates(start_logits, end_logits, mask, n_best), null)
     t1 = time.perf_counter()
     state = candidates.compute()
     predictions, nbest = decode_predictions(

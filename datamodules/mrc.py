@@ -32,6 +32,13 @@ from datamodules.mrc_features import (
     cached_features,
 )
 from datamodules.mrc_formats import MRCExample, load_mrc_examples
+from datamodules.negatives import (
+    NegativeMiner,
+    NegativesRequest,
+    QuestionGroupCollator,
+    QuestionGroups,
+    negative_examples,
+)
 from datamodules.samplers import SeededShuffleSampler
 
 log = logging.getLogger(__name__)
@@ -110,6 +117,9 @@ class MRCDataModule(TaskDataModule):
         fold_seed: int = 42,
         fold_group: str | None = None,
         output_dir: str | None = None,
+        negative_passages: int = 0,
+        negative_pool: int = 10,
+        group_windows: bool = False,
     ) -> None:
         super().__init__()
         self.tokenizer = tokenizer
@@ -141,6 +151,16 @@ class MRCDataModule(TaskDataModule):
             raise ValueError(f"datamodule.fold_group={fold_group!r}: choose one of {', '.join(map(str, FOLD_GROUPS))}.")
         self.folds = {"n_folds": n_folds, "fold": fold, "fold_seed": fold_seed, "fold_group": fold_group}
         self._fold_split: dict[str, list[MRCExample]] | None = None
+        if isinstance(negative_passages, bool) or not isinstance(negative_passages, int) or negative_passages < 0:
+            raise ValueError(f"datamodule.negative_passages={negative_passages!r}: give 0 (none) or a positive count.")
+        if negative_passages and negative_pool < negative_passages:
+            raise ValueError(f"datamodule.negative_pool={negative_pool!r} must be >= negative_passages="
+                             f"{negative_passages} (the negatives are drawn from the pool's best-ranked passages).")
+        self.negatives = {"k": negative_passages, "pool": negative_pool}
+        self.group_windows = group_windows
+        # Mines the negative passages (a retriever over a corpus); injected by tasks/negatives.py.
+        self.negative_miner: NegativeMiner | None = None
+        self.train_groups: QuestionGroups | None = None
 
     @classmethod
     def check_files(cls, settings: Mapping[str, Any], splits: Sequence[str]) -> None:
@@ -198,11 +218,12 @@ class MRCDataModule(TaskDataModule):
             self._fold_split = {"train": rest, "validation": held}
         return self._fold_split
 
-    def load_examples(self, split: str, require_answers: bool) -> list[MRCExample]:
+    def load_examples(self, split: str, require_answers: bool, limited: bool = True) -> list[MRCExample]:
+        """The records of ``split`` (the first ``max_*_examples`` of them unless ``limited`` is false)."""
         if split in self._given:
             return self._given[split]
+        limit = self.limits[split] if limited else None
         if self.folds["n_folds"] is not None and split in ("train", "validation"):
-            limit = self.limits[split]
             examples = self.fold_examples()[split]
             return examples[:limit] if limit else examples
         path = self.files[split]
@@ -211,7 +232,6 @@ class MRCDataModule(TaskDataModule):
         examples = load_mrc_examples(
             path, require_answers=require_answers, split=self.splits[split], normalize=self.normalize
         )
-        limit = self.limits[split]
         return examples[:limit] if limit else examples
 
     def _build(self, builder: Any, examples: list[MRCExample], split: str) -> dict[str, list[Any]]:
@@ -232,14 +252,49 @@ class MRCDataModule(TaskDataModule):
         if stage == "predict" and "test" not in self._eval_sets:
             self._setup_eval("test", require_answers=False)
 
+    def use_negative_miner(self, miner: NegativeMiner) -> None:
+        """Mine ``negative_passages`` with ``miner`` (``tasks/negatives.py`` calls this)."""
+        self.negative_miner = miner
+
+    def _negatives(self, examples: list[MRCExample]) -> tuple[list[MRCExample], list[int]]:
+        """The no-answer examples of the mined negatives, and the question each belongs to."""
+        if not self.negatives["k"]:
+            return [], []
+        if self.negative_miner is None:
+            raise ValueError(
+                "datamodule.negative_passages needs a retriever to mine them (tasks/negatives.py): run through "
+                "python main.py, or call tasks.negatives.attach_negatives(datamodule, cfg) before setup()."
+            )
+        # every validation question, not the max_eval_examples a run evaluates: none of their passages may train
+        held_out = self.load_examples("validation", require_answers=True, limited=False) if self._has_validation() else []
+        request = NegativesRequest(
+            examples=examples, held_out=held_out, k=self.negatives["k"], pool=self.negatives["pool"], seed=self.seed,
+            cache_dir=self.cache_dir, train_file=self.files["train"], train_split=self.splits["train"],
+        )
+        negatives, owners = negative_examples(examples, self.negative_miner(request))
+        log.info("train: %d negative passages for %d questions", len(negatives), len(examples))
+        return negatives, owners
+
+    def _has_validation(self) -> bool:
+        return bool("validation" in self._given or self.files["validation"] or self.folds["n_folds"] is not None)
+
     def _setup_train(self) -> None:
         examples = self.load_examples("train", require_answers=True)
-        columns = self._build(build_train_features, examples, "train")
+        negatives, owners = self._negatives(examples)
+        columns = self._build(build_train_features, examples + negatives, "train")
+        # the question every window belongs to: a negative's windows belong to the question it was mined for
+        question_of = [i if i < len(examples) else owners[i - len(examples)] for i in columns["example_index"]]
         keys = ("input_ids", "attention_mask", "token_type_ids", "start_positions", "end_positions")
+        if self.group_windows:
+            keys = (*keys, "context_mask")
         self.train_features = FeatureTable(columns, keys)
-        log.info("train: %d examples -> %d features", len(examples), len(self.train_features))
+        self.train_groups = QuestionGroups(self.train_features, question_of) if self.group_windows else None
+        log.info("train: %d examples -> %d features", len(examples) + len(negatives), len(self.train_features))
         if self.curriculum.ordered:
-            self.train_difficulty = self.difficulty(examples, columns["example_index"])
+            difficulty = self.difficulty(examples, question_of)
+            self.train_difficulty = (
+                [difficulty[rows[0]] for rows in self.train_groups.rows] if self.train_groups else difficulty
+            )
 
     def difficulty(self, examples: list[MRCExample], example_index: list[int]) -> list[float]:
         """Each training feature's difficulty: its example's score under ``curriculum.difficulty``."""
@@ -286,17 +341,18 @@ class MRCDataModule(TaskDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        """Windows in batches of ``batch_size``; with ``group_windows``, ``batch_size`` whole questions."""
         assert self.train_features is not None, "setup('fit') first"
-        lengths = self.train_features.lengths() if self.group_by_length else None
-        shuffle = SeededShuffleSampler(
-            len(self.train_features), seed=self.seed, lengths=lengths, batch_size=self.batch_size
-        )
+        dataset: FeatureTable | QuestionGroups = self.train_groups or self.train_features
+        lengths = dataset.lengths() if self.group_by_length else None
+        shuffle = SeededShuffleSampler(len(dataset), seed=self.seed, lengths=lengths, batch_size=self.batch_size)
         sampler: Sampler[int] = build_sampler(self.curriculum, self.train_difficulty, shuffle, self.seed)
+        collate: Any = QuestionGroupCollator(self._collate()) if self.train_groups else self._collate()
         return DataLoader(
-            self.train_features,
+            dataset,
             batch_size=self.batch_size,
             sampler=sampler,
-            collate_fn=self._collate(),
+            collate_fn=collate,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )

@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 # Bump when the feature algorithm changes so that old caches are not reused.
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2  # 2: train features carry context_mask
 # Keys holding one value per token; everything else in a feature is one scalar per feature.
 PER_TOKEN_KEYS = ("input_ids", "attention_mask", "token_type_ids", "context_mask", "special_tokens_mask")
 # Kept in the datamodule's feature table for decoding, never sent to the model.
@@ -227,10 +227,13 @@ def build_train_features(
             label = _label_window(enc["offset_mapping"][i], enc.sequence_ids(i), context_id, span)
             cls = _cls_index(row["input_ids"], tokenizer)
             row["start_positions"], row["end_positions"] = label if label is not None else (cls, cls)
+            # where a span may start or end (a shared-normalisation loss normalises over these tokens only)
+            row["context_mask"] = [int(s == context_id) for s in enc.sequence_ids(i)]
             row["example_index"] = base + sample
             _append(table, row)
     return table or {
-        k: [] for k in ("input_ids", "attention_mask", "start_positions", "end_positions", "example_index")
+        k: []
+        for k in ("input_ids", "attention_mask", "start_positions", "end_positions", "context_mask", "example_index")
     }
 
 

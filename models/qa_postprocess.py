@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["decode_predictions", "null_scores", "topk_candidates"]
+__all__ = ["decode_predictions", "null_scores", "null_scores_at", "topk_candidates"]
 
 ArrayLike = Tensor | Sequence[Any]
 
@@ -59,6 +59,12 @@ def _masked_topk(logits: Tensor, mask: Tensor, k: int) -> tuple[Tensor, Tensor]:
 def null_scores(start_logits: Tensor, end_logits: Tensor, cls_index: int = 0) -> Tensor:
     """Score of the empty answer per feature (CLS start + CLS end), for the optional null option."""
     return (start_logits[:, cls_index] + end_logits[:, cls_index]).detach().float()
+
+
+def null_scores_at(start_logits: Tensor, end_logits: Tensor, position: Tensor) -> Tensor:
+    """Score of the empty answer per feature at its own CLS ``position`` (start + end logit there)."""
+    index = position.long()[:, None]
+    return (start_logits.gather(1, index) + end_logits.gather(1, index))[:, 0].detach().float()
 
 
 # ----------------------------------------------------------------------------- decoding

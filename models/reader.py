@@ -15,7 +15,7 @@ from models.base import TaskModule
 from models.encoder import build_encoder
 from models.eval_coverage import window_coverage
 from models.qa_metrics import SquadScores
-from models.qa_postprocess import decode_predictions, topk_candidates
+from models.qa_postprocess import decode_predictions, null_scores_at, topk_candidates
 from models.span_candidates import SpanCandidates
 
 
@@ -37,6 +37,7 @@ class ExtractiveReader(TaskModule):
         max_answer_length: int = 30,
         init_from: str | None = None,
         lora: Mapping[str, Any] | None = None,
+        shared_norm: bool = False,
     ) -> None:
         super().__init__(optimizer, scheduler)
         # Only plain containers go into the checkpoint (torch>=2.6 loads with weights_only=True).
@@ -56,6 +57,22 @@ class ExtractiveReader(TaskModule):
             inputs["start_positions"] = batch["start_positions"]
             inputs["end_positions"] = batch["end_positions"]
         return self.encoder(**inputs)
+
+    def training_loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The HF head's loss (each window on its own); with ``shared_norm``, :func:`shared_norm_loss` over
+        all windows of each question in the batch (``datamodule.group_windows=true`` puts them there)."""
+        if not self.hparams.shared_norm:
+            return super().training_loss(batch)
+        if "question_group" not in batch:
+            raise ValueError(
+                "model.shared_norm=true normalises over all windows of a question, which must share a batch: "
+                "set datamodule.group_windows=true (as +experiment=odqa_reader does)."
+            )
+        output = self({key: value for key, value in batch.items() if not key.endswith("_positions")})
+        return shared_norm_loss(
+            output.start_logits, output.end_logits, batch["start_positions"], batch["end_positions"],
+            batch["context_mask"], batch["question_group"],
+        )
 
     def per_sample_loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Each feature's span loss, as the HF head computes it for the feature alone (mean of the start and
@@ -78,7 +95,17 @@ class ExtractiveReader(TaskModule):
         candidates = topk_candidates(
             output.start_logits, output.end_logits, batch["context_mask"], self.hparams.n_best_size
         )
-        self.candidates.update(batch["feature_index"], *candidates)
+        self.candidates.update(batch["feature_index"], *candidates, self.null_logits(batch, output))
+
+    def null_logits(self, batch: Mapping[str, torch.Tensor], output: Any) -> torch.Tensor:
+        """Each window's no-answer score: start + end logit at its CLS token (where training puts no-answer
+        targets); open-domain QA weighs a span by it (``odqa.null_weight``)."""
+        cls_id = self.tokenizer.cls_token_id
+        position = (
+            (batch["input_ids"] == cls_id).int().argmax(dim=1) if cls_id is not None
+            else torch.zeros_like(batch["input_ids"][:, 0])
+        )
+        return null_scores_at(output.start_logits, output.end_logits, position)
 
     # ------------------------------------------------------------------ epoch ends
 
@@ -109,6 +136,11 @@ class ExtractiveReader(TaskModule):
             n_best_size=self.hparams.n_best_size,
             max_answer_length=self.hparams.max_answer_length,
         )
+        null_of = dict(zip(state["feature_index"].tolist(), state["null_val"].tolist(), strict=True))
+        for entries in nbest.values():  # the no-answer score of the window each span came from
+            for entry in entries:
+                if entry.get("start_logit") is not None:
+                    entry["null_score"] = null_of[entry["feature_index"]]
         return {"predictions": predictions, "nbest": nbest}
 
     def predictions(self, split: str, outputs: dict[str, Any]) -> tuple[Any, Any]:
@@ -129,3 +161,48 @@ class ExtractiveReader(TaskModule):
     def coverage(self, split: str, outputs: dict[str, Any]) -> tuple[Any, Any, int]:
         # partial validation (sanity check, limit_val_batches): the scores cover the decoded examples only
         return outputs["predictions"], [ex["id"] for ex in self.eval_set(split).examples], self.last_partial
+
+
+def shared_norm_loss(
+    start_logits: torch.Tensor,
+    end_logits: torch.Tensor,
+    start_positions: torch.Tensor,
+    end_positions: torch.Tensor,
+    context_mask: torch.Tensor,
+    question_group: torch.Tensor,
+) -> torch.Tensor:
+    """Shared normalisation (Clark & Gardner 2018): the start (and end) distribution of a question is one softmax
+    over the context tokens of *all* its windows, and the loss is minus the log of the probability mass on its
+    gold positions, summed over every window that holds the answer. Windows without the answer (negatives, or
+    windows the answer is cut from; their target is the CLS position) only add to the normaliser. A question
+    none of whose windows holds the answer adds nothing. Returns the mean of the start and end losses over the
+    questions that count (0 with a gradient when none does).
+
+    ``question_group`` numbers the questions of the batch 0..G-1; ``context_mask`` marks where a span may lie.
+    """
+    groups = int(question_group.max()) + 1
+    answered = context_mask.gather(1, start_positions[:, None])[:, 0] > 0  # the CLS target lies outside the context
+    losses = []
+    for logits, positions in ((start_logits, start_positions), (end_logits, end_positions)):
+        masked = logits.float().masked_fill(context_mask == 0, float("-inf"))
+        window_total = torch.logsumexp(masked, dim=-1)  # (B,)
+        gold = masked.gather(1, positions[:, None])[:, 0].masked_fill(~answered, float("-inf"))
+        total = _group_logsumexp(window_total, question_group, groups)
+        numerator = _group_logsumexp(gold, question_group, groups)
+        losses.append(total - numerator)
+    counts = torch.isfinite(losses[0]) & torch.isfinite(losses[1])
+    if not bool(counts.any()):
+        return start_logits.sum() * 0.0
+    return ((losses[0] + losses[1]) / 2)[counts].mean()
+
+
+def _group_logsumexp(values: torch.Tensor, group: torch.Tensor, groups: int) -> torch.Tensor:
+    """``logsumexp`` of ``values`` within each group (``-inf`` for a group whose values are all ``-inf``)."""
+    # the shift by each group's maximum is a constant for the gradient (detached), as in torch.logsumexp
+    top = torch.full((groups,), float("-inf"), dtype=values.dtype, device=values.device)
+    top = top.scatter_reduce(0, group, values.detach(), reduce="amax")
+    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+    sums = torch.zeros_like(top).scatter_add(0, group, torch.exp(values - top[group]))
+    empty = sums == 0
+    # log(1) where the group is empty keeps the backward pass finite; the value is then set to -inf
+    return (torch.log(torch.where(empty, torch.ones_like(sums), sums)) + top).masked_fill(empty, float("-inf"))

@@ -13,10 +13,10 @@ from torchmetrics.utilities import dim_zero_cat
 
 
 class SpanCandidates(Metric):
-    """Collects (feature index, top-k starts, top-k ends) for all features seen in an epoch."""
+    """Collects (feature index, top-k starts, top-k ends, no-answer score) for all features seen in an epoch."""
 
     full_state_update = False
-    fields = ("feature_index", "start_idx", "start_val", "end_idx", "end_val")
+    fields = ("feature_index", "start_idx", "start_val", "end_idx", "end_val", "null_val")
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -30,8 +30,9 @@ class SpanCandidates(Metric):
         start_val: torch.Tensor,
         end_idx: torch.Tensor,
         end_val: torch.Tensor,
+        null_val: torch.Tensor,
     ) -> None:
-        values = (feature_index, start_idx, start_val.float(), end_idx, end_val.float())
+        values = (feature_index, start_idx, start_val.float(), end_idx, end_val.float(), null_val.float())
         for name, value in zip(self.fields, values, strict=True):
             getattr(self, name).append(value.detach())
 

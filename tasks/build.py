@@ -54,13 +54,15 @@ def build_run(cfg: DictConfig) -> dict[str, Any]:
     from lightning.pytorch import seed_everything
 
     from tasks.difficulty import attach_difficulty
+    from tasks.negatives import attach_negatives
 
     seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     backbone = build_backbone(cfg)
     if is_rank_zero():  # under DDP every process builds the run; one writes it
         backbone.save(output_dir / "backbone")
-    datamodule = attach_difficulty(instantiate(cfg.datamodule, tokenizer=backbone.tokenizer, _convert_="all"))
+    datamodule = instantiate(cfg.datamodule, tokenizer=backbone.tokenizer, _convert_="all")
+    datamodule = attach_negatives(attach_difficulty(datamodule), cfg.get("retriever") or {})
     check_contract(cfg, "datamodule", datamodule)
     model = instantiate(cfg.model, backbone=backbone, **model_arguments(cfg, datamodule), _convert_="all")
     check_contract(cfg, "model", model)

@@ -4,7 +4,8 @@ reader examples, read them with a fitted reader, and turn the reader's spans int
 Two ways to read (``odqa.mode``):
 
 * ``separate``: each (question, passage) pair is its own MRC example; the per-passage n-best lists are merged
-  into one answer per question, a span ranked by its score plus ``retriever_weight`` x the passage's score.
+  into one answer per question, a span ranked by its reader score, its window's no-answer score and its
+  passage's retriever score (``tasks/odqa_scoring.py``; ``odqa.tune_weights=true`` chooses the weights).
 * ``concat``: the question's passages, joined in rank order, form one context read once (the boostcamp
   baseline); spans of different passages then compete inside one softmax and the retriever score is unused.
 """
@@ -12,8 +13,10 @@ Two ways to read (``odqa.mode``):
 from __future__ import annotations
 
 import bisect
+import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,6 @@ from omegaconf import DictConfig
 from core.files import write_json
 from core.records import MRCExample
 from datamodules.mrc_formats import load_mrc_examples
-from models.qa_postprocess import softmax
 from retrievals.corpus import Passage, Query, gold_passage_ids
 from tasks.build import (
     build_run,
@@ -30,6 +32,7 @@ from tasks.build import (
     require,
     verify_checkpoint,
 )
+from tasks.odqa_scoring import SEPARATOR, SpanWeights, choose_answers, tune_weights
 from tasks.outputs import (
     metric_name,
     mrc_scores,
@@ -38,25 +41,45 @@ from tasks.retrieve import prepare_retriever, read_queries, retrieve_passages
 
 __all__ = [
     "MODES",
-    "choose_answers",
+    "Reading",
+    "WEIGHTS_FILE",
     "concatenated_answers",
     "concatenated_examples",
     "passage_examples",
+    "read_retrieved",
+    "span_weights",
     "task_odqa",
 ]
 
 log = logging.getLogger(__name__)
 
-SEPARATOR = "@@"  # a passage example's id: <question id>@@<rank>
 MODES = ("separate", "concat")
+WEIGHTS_FILE = "odqa_weights.json"
 
-def task_odqa(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
-    """Retrieve ``retriever.top_k`` passages per question and read them: one by one (``odqa.mode=separate``,
-    the best span by reader score + ``odqa.retriever_weight`` x retriever score) or joined (``concat``)."""
-    mode = str(cfg.odqa.get("mode", "separate"))
-    if mode not in MODES:
-        raise ValueError(f"odqa.mode={mode!r} is unknown: choose one of {', '.join(MODES)}.")
-    metric_name(cfg)
+@dataclass
+class Reading:
+    """What reading the retrieved passages gave: the questions, their passages, the reader's n-best lists
+    (per passage example in ``separate`` mode, per question in ``concat``) and the gold when the file has it."""
+
+    queries: list[Query]
+    passages: list[Passage]
+    retrieved: dict[str, list[tuple[Passage, float]]]
+    nbest: dict[str, list[dict[str, Any]]]
+    gold: list[MRCExample]
+    questions_file: str
+    split: str | None
+    metrics: dict[str, Any]
+
+    @property
+    def has_gold(self) -> bool:
+        return bool(self.gold) and all(ex["answers"] for ex in self.gold)
+
+
+def read_retrieved(
+    cfg: DictConfig, mode: str, retrieve: Callable[[list[Query], list[Passage]], dict] | None = None
+) -> Reading:
+    """Retrieve ``retriever.top_k`` passages per question (or what ``retrieve(queries, passages)`` returns) and
+    read them with the reader of ``ckpt_path``, one by one or joined (``mode``)."""
     ckpt = checkpoint_arg(cfg, "the reader checkpoint (a fit run's checkpoints/last.ckpt)")
     split_key = "test" if cfg.datamodule.get("test_file") else "validation"
     questions_file = require(cfg, f"datamodule.{split_key}_file", "the questions to answer")
@@ -75,7 +98,7 @@ def task_odqa(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
             f"retriever.top_k={top_k} is larger than the corpus ({len(passages)} passages): "
             f"set retriever.top_k<={len(passages)}."
         )
-    retrieved = retrieve_passages(retriever, passages, queries, top_k)
+    retrieved = (retrieve or (lambda q, p: retrieve_passages(retriever, p, q, top_k)))(queries, passages)
     run = build_run(cfg)
     verify_checkpoint(ckpt, run)
     joiner = str(cfg.odqa.get("joiner", " "))
@@ -86,38 +109,81 @@ def task_odqa(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     run["trainer"].predict(
         run["model"], datamodule=run["datamodule"], ckpt_path=ckpt, return_predictions=False, weights_only=True
     )
+    metrics: dict[str, Any] = {
+        "questions": len(queries),
+        "passages_per_question": top_k,
+        "retriever": retriever.kind,
+        "mode": mode,
+        "index_seconds": info.get("index_seconds", info.get("index_load_seconds")),
+        "checkpoint": str(ckpt),
+    }
+    gold = load_mrc_examples(questions_file, require_answers=False, split=split)
+    return Reading(queries, passages, retrieved, run["model"].last_nbest, gold, str(questions_file), split, metrics)
+
+
+def task_odqa(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+    """Retrieve ``retriever.top_k`` passages per question and read them: one by one (``odqa.mode=separate``,
+    the best span by reader, no-answer and retriever scores, ``tasks/odqa_scoring.py``) or joined (``concat``);
+    ``odqa.tune_weights`` first chooses the weights on these questions (``odqa_weights.json``)."""
+    mode = str(cfg.odqa.get("mode", "separate"))
+    if mode not in MODES:
+        raise ValueError(f"odqa.mode={mode!r} is unknown: choose one of {', '.join(MODES)}.")
+    metric_name(cfg)
+    weights = span_weights(cfg)
+    reading = read_retrieved(cfg, mode)
+    queries, retrieved, passages, gold = reading.queries, reading.retrieved, reading.passages, reading.gold
+    questions_file, split, has_gold = reading.questions_file, reading.split, reading.has_gold
+    top_k, metrics = int(cfg.retriever.top_k), dict(reading.metrics)
     if mode == "concat":
-        predictions, nbest = concatenated_answers(queries, retrieved, run["model"].last_nbest, joiner)
+        predictions, nbest = concatenated_answers(queries, retrieved, reading.nbest, str(cfg.odqa.get("joiner", " ")))
     else:
-        predictions, nbest = choose_answers(
-            queries,
-            retrieved,
-            run["model"].last_nbest,
-            retriever_weight=float(cfg.odqa.retriever_weight),
-            n_best_size=int(cfg.model.n_best_size),
-        )
+        if bool(cfg.odqa.get("tune_weights", False)):
+            if not has_gold:
+                raise ValueError(f"odqa.tune_weights=true chooses the weights on questions with answers: "
+                                 f"{questions_file} has none (tune on the validation file, then pass "
+                                 f"odqa.weights_file=<that run>/{WEIGHTS_FILE}).")
+            weights, table = tune_weights(queries, retrieved, reading.nbest, gold, metric_name(cfg),
+                                          weights.retriever_score)
+            write_json(output_dir / WEIGHTS_FILE, {**weights.as_dict(), "tuned_on": str(questions_file),
+                                                   "passages_per_question": top_k, "grid": table})
+            log.info("odqa: chose null_weight=%s retriever_weight=%s on %d questions (%s)", weights.null_weight,
+                     weights.retriever_weight, len(queries), output_dir / WEIGHTS_FILE)
+            metrics["weights_tuned_on_these_questions"] = True
+        predictions, nbest = choose_answers(queries, retrieved, reading.nbest, weights,
+                                            n_best_size=int(cfg.model.n_best_size))
+        metrics.update(weights.as_dict())
     write_json(output_dir / "predictions.json", predictions)
     write_json(output_dir / "nbest_predictions.json", nbest)
     write_json(
         output_dir / "retrieved.json",
         {qid: [{"passage_id": p.id, "score": s} for p, s in hits] for qid, hits in retrieved.items()},
     )
-    metrics: dict[str, Any] = {
-        "questions": len(queries),
-        "passages_per_question": top_k,
-        "retriever": retriever.kind,
-        "mode": mode,
-        "retriever_weight": float(cfg.odqa.retriever_weight) if mode == "separate" else None,
-        "index_seconds": info.get("index_seconds", info.get("index_load_seconds")),
-        "checkpoint": str(ckpt),
-    }
-    gold = load_mrc_examples(questions_file, require_answers=False, split=split)
-    if gold and all(ex["answers"] for ex in gold):
+    if has_gold:
         metrics.update(mrc_scores(cfg, gold, predictions, questions_file, split))
         gold_passages = gold_passage_ids(queries, passages)
         hit = sum(any(p.id in gold_passages.get(q, ()) for p, _ in hits) for q, hits in retrieved.items())
         metrics[f"retrieval_recall@{top_k}"] = hit / max(len(retrieved), 1)
     return metrics
+
+
+def span_weights(cfg: DictConfig) -> SpanWeights:
+    """``odqa.weights_file`` (a tuned run's odqa_weights.json) when given, else ``odqa.null_weight`` /
+    ``retriever_weight`` / ``retriever_score``."""
+    node = cfg.odqa
+    path = node.get("weights_file")
+    if path:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"odqa.weights_file={path}: no such file (a task=odqa odqa.tune_weights=true "
+                                    f"run writes <run dir>/{WEIGHTS_FILE}).")
+        saved = json.loads(Path(path).read_text(encoding="utf-8"))
+        try:
+            return SpanWeights(float(saved["retriever_weight"]), float(saved["null_weight"]),
+                               str(saved.get("retriever_score", "relative")))
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"odqa.weights_file={path} is not a {WEIGHTS_FILE} ({error!r}): give the file a "
+                             "task=odqa odqa.tune_weights=true run wrote.") from None
+    return SpanWeights(float(node.get("retriever_weight", 0.0)), float(node.get("null_weight", 0.0)),
+                       str(node.get("retriever_score", "relative")))
 
 
 # ----------------------------------------------------------------------------- retrieved passages <-> reader
@@ -141,48 +207,6 @@ def passage_examples(
                 }
             )
     return examples
-
-
-def choose_answers(
-    queries: Sequence[Query],
-    retrieved: Mapping[str, Sequence[tuple[Passage, float]]],
-    passage_nbest: Mapping[str, Sequence[Mapping[str, Any]]],
-    retriever_weight: float = 0.0,
-    n_best_size: int = 20,
-) -> tuple[dict[str, str], dict[str, list[dict[str, Any]]]]:
-    """Rank every span of every passage by ``span score + retriever_weight * retriever score``.
-
-    The span score is the reader's start + end logit (comparable across passages, as in DrQA-style
-    readers); the retriever score is what the retriever returned for the passage (BM25 or cosine).
-    Questions whose passages yield no span get the empty answer.
-    """
-    predictions: dict[str, str] = {}
-    nbest: dict[str, list[dict[str, Any]]] = {}
-    for query in queries:
-        candidates: list[dict[str, Any]] = []
-        for rank, (passage, passage_score) in enumerate(retrieved.get(query.id, [])):
-            for entry in passage_nbest.get(f"{query.id}{SEPARATOR}{rank}", []):
-                if entry.get("start_logit") is None:  # a null answer, not a span
-                    continue
-                candidates.append(
-                    {
-                        "text": entry["text"],
-                        "score": float(entry["score"]) + retriever_weight * float(passage_score),
-                        "span_score": float(entry["score"]),
-                        "retriever_score": float(passage_score),
-                        "passage_id": passage.id,
-                        "passage_rank": rank,
-                        "offsets": entry["offsets"],
-                    }
-                )
-        candidates.sort(key=lambda c: (-c["score"], c["passage_rank"], c["offsets"][0]))
-        kept = candidates[:n_best_size]
-        if kept:
-            for entry, probability in zip(kept, softmax([c["score"] for c in kept]), strict=True):
-                entry["probability"] = probability
-        predictions[query.id] = kept[0]["text"] if kept else ""
-        nbest[query.id] = kept
-    return predictions, nbest
 
 
 def concatenated_examples(

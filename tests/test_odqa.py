@@ -10,7 +10,8 @@ import pytest
 from datamodules.mrc_formats import load_mrc_examples, to_squad_json
 from models.qa_metrics import evaluate
 from retrievals.corpus import Passage, Query
-from tasks.odqa import choose_answers, passage_examples
+from tasks.odqa import passage_examples
+from tasks.odqa_scoring import SpanWeights, choose_answers
 from tests.conftest import SAMPLE, TINY_LOOP, read_json, run_main
 
 
@@ -74,13 +75,20 @@ def test_choose_answers_mixes_reader_and_retriever_scores() -> None:
     assert examples[1]["context"] == "라 마 바" and examples[1]["answers"] == []
     nbest = {"q1@@0": [_span("가", 3.0)], "q1@@1": [_span("마", 5.0, 2)]}
 
-    reader_only, details = choose_answers([query], retrieved, nbest, retriever_weight=0.0)
+    reader_only, details = choose_answers([query], retrieved, nbest, SpanWeights(retriever_weight=0.0))
     assert reader_only == {"q1": "마"}
     assert details["q1"][0]["passage_id"] == "p-far"
     assert sum(e["probability"] for e in details["q1"]) == pytest.approx(1.0)
-    # 3 + 0.5 * 10 = 8 beats 5 + 0.5 * 2 = 6
-    mixed, details = choose_answers([query], retrieved, nbest, retriever_weight=0.5)
+    # raw retriever scores: 3 + 0.5 * 10 = 8 beats 5 + 0.5 * 2 = 6
+    mixed, details = choose_answers([query], retrieved, nbest, SpanWeights(0.5, retriever_score="raw"))
     assert mixed == {"q1": "가"} and details["q1"][0]["score"] == pytest.approx(8.0)
+    # relative to the top passage: (2 - 10) / 10 = -0.8; 5 - 3 * 0.8 = 2.6 < 3
+    relative, details = choose_answers([query], retrieved, nbest, SpanWeights(3.0))
+    assert relative == {"q1": "가"} and details["q1"][1]["score"] == pytest.approx(2.6)
+    # the window's no-answer score: 3 - 1 * 0 = 3 beats 5 - 1 * 4 = 1
+    nulls = {"q1@@0": [{**_span("가", 3.0), "null_score": 0.0}], "q1@@1": [{**_span("마", 5.0, 2), "null_score": 4.0}]}
+    by_null, details = choose_answers([query], retrieved, nulls, SpanWeights(null_weight=1.0))
+    assert by_null == {"q1": "가"} and details["q1"][1]["score"] == pytest.approx(1.0)
     # a null entry (no span) is never chosen; a question with no spans gets ""
     empty, _ = choose_answers([query], retrieved, {"q1@@0": [{"text": "", "score": 9.0, "start_logit": None,
                                                               "end_logit": None, "offsets": [0, 0]}]})
