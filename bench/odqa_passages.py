@@ -26,6 +26,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import SAMPLE  # noqa: E402
@@ -38,8 +40,6 @@ from tasks.runner import compose_config  # noqa: E402
 
 def run_overrides(run_dir: Path) -> list[str]:
     """The command line a fit run was made with, minus where it wrote (the bench writes under its own dir)."""
-    import yaml
-
     overrides = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text(encoding="utf-8")) or []
     return [o for o in overrides if not o.startswith(("hydra.", "task=", "logger=", "ckpt_path="))]
 

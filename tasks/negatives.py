@@ -69,24 +69,25 @@ class RetrievedNegatives:
     def __init__(self, retriever_cfg: DictConfig | Mapping[str, Any]) -> None:
         self.node = retriever_cfg  # resolved when negatives are mined: a run without them never reads it
 
-    @property
-    def cfg(self) -> dict[str, Any]:
+    def resolved(self) -> dict[str, Any]:
         if isinstance(self.node, DictConfig):
             return OmegaConf.to_container(self.node, resolve=True)  # type: ignore[return-value]
         return dict(self.node)
 
-    def corpus(self, request: NegativesRequest) -> tuple[str, str | None]:
-        corpus_file = self.cfg.get("corpus_file") or request.train_file
+    @staticmethod
+    def corpus(cfg: Mapping[str, Any], request: NegativesRequest) -> tuple[str, str | None]:
+        corpus_file = cfg.get("corpus_file") or request.train_file
         if not corpus_file:
             raise ValueError(
                 "datamodule.negative_passages mines passages from retriever.corpus_file (or the training file's "
                 "contexts): set retriever.corpus_file=... or datamodule.train_file=..."
             )
-        split = self.cfg.get("corpus_split") or (None if self.cfg.get("corpus_file") else request.train_split)
+        split = cfg.get("corpus_split") or (None if cfg.get("corpus_file") else request.train_split)
         return str(corpus_file), split
 
     def __call__(self, request: NegativesRequest) -> dict[str, list[dict[str, Any]]]:
-        corpus_file, split = self.corpus(request)
+        cfg = self.resolved()
+        corpus_file, split = self.corpus(cfg, request)
         passages = read_corpus(corpus_file, split=split)
         if not passages:
             raise ValueError(f"the corpus {corpus_file} has no passages to mine negatives from.")
@@ -96,16 +97,16 @@ class RetrievedNegatives:
                            [a["text"] for a in ex["answers"]]] for ex in request.examples],
             "held_out": sorted({(ex["context"], str(ex.get("document_id"))) for ex in request.held_out}),
             "corpus": [[p.id, p.title, p.text, p.document_id] for p in passages],
-            "retriever": {k: v for k, v in self.cfg.items() if k not in TASK_KEYS and k != "cache_dir"},
+            "retriever": {k: v for k, v in cfg.items() if k not in TASK_KEYS and k != "cache_dir"},
             "k": request.k, "pool": request.pool, "seed": request.seed,
         }
         digest = hashlib.sha256(json.dumps(key, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
         if request.cache_dir is None:
-            return self.mine(request, corpus_file, split)
+            return self.mine(cfg, request, corpus_file, split)
         path = Path(request.cache_dir) / "negatives" / f"{digest[:24]}.json"
 
         def build() -> dict[str, list[dict[str, Any]]]:
-            mined = self.mine(request, corpus_file, split)
+            mined = self.mine(cfg, request, corpus_file, split)
             write_json(path, mined)
             return mined
 
@@ -115,10 +116,12 @@ class RetrievedNegatives:
 
         return build_once(path, path.is_file, build, load)
 
-    def mine(self, request: NegativesRequest, corpus_file: str, split: str | None) -> dict[str, list[dict[str, Any]]]:
+    @staticmethod
+    def mine(
+        cfg: Mapping[str, Any], request: NegativesRequest, corpus_file: str, split: str | None
+    ) -> dict[str, list[dict[str, Any]]]:
         """Retrieve for every training question, drop what may answer it or was held out, draw ``k`` of the rest."""
-        node = {**self.cfg, "corpus_file": corpus_file, "corpus_split": split, "index_dir": self.cfg.get("index_dir"),
-                "allow_missing_gold": True}
+        node = {**cfg, "corpus_file": corpus_file, "corpus_split": split, "allow_missing_gold": True}
         retriever, passages, _ = prepare_retriever(node)
         queries = [_query(ex) for ex in request.examples]
         own = gold_passage_ids(queries, passages)

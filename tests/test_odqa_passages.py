@@ -12,11 +12,12 @@ import json
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from datamodules.mrc_formats import load_mrc_examples, to_squad_json
 from models.qa_metrics import evaluate
 from retrievals.corpus import gold_passage_ids, load_corpus
-from tasks.retrieve import instantiate_retriever, read_queries
+from tasks.retrieve import TASK_KEYS, instantiate_retriever, read_queries
 from tasks.runner import compose_config
 from tests.conftest import SAMPLE, read_json, run_main
 
@@ -31,11 +32,9 @@ PER_GROUP = 40
 
 def _gold_ranks(questions_file: Path, tmp_path: Path) -> dict[str, int]:
     """1-based rank of each question's gold passage in BM25's top 5 (0: not there)."""
-    from omegaconf import OmegaConf
-
     cfg = compose_config([*RETRIEVER, f"paths.cache_dir={tmp_path / 'cache'}"], tmp_path / "compose")
     node = {k: v for k, v in OmegaConf.to_container(cfg.retriever, resolve=True).items()
-            if k not in ("corpus_file", "corpus_split", "top_k", "index_dir", "rebuild_index", "allow_missing_gold")}
+            if k not in TASK_KEYS}
     passages = load_corpus(CORPUS)
     retriever = instantiate_retriever(node)
     retriever.index(passages)
