@@ -12,6 +12,7 @@ from typing import Any
 from lightning.pytorch import LightningModule, Trainer
 
 from callbacks.run_metrics import RunMetricsCallback
+from models.base import TaskModule
 
 
 class TrainThroughput(RunMetricsCallback):
@@ -29,7 +30,8 @@ class TrainThroughput(RunMetricsCallback):
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         self.seconds += time.perf_counter() - self._started
-        self.samples += int(batch["input_ids"].size(0)) * trainer.world_size
+        size = pl_module.batch_size_of(batch) if isinstance(pl_module, TaskModule) else int(batch["input_ids"].size(0))
+        self.samples += size * trainer.world_size
 
     @property
     def samples_per_second(self) -> float:

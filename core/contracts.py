@@ -97,3 +97,14 @@ class TypeConstraints(Protocol):
     def allowed_labels(self, split: str) -> Sequence[Sequence[bool]]:
         """Per example of ``split``, per class: may the relation hold between its subject and object types."""
         ...
+
+
+@runtime_checkable
+class RankingData(Protocol):
+    """What a trained retriever or reranker reads from ``trainer.datamodule`` to score its validation: the corpus
+    searched, each question's gold passages and (for a reranker) the first-stage candidates
+    (``core.ranking.RankingEvaluation``)."""
+
+    def ranking_evaluation(self, split: str) -> Any:
+        """The ``RankingEvaluation`` of ``split`` (``validation``)."""
+        ...

@@ -88,9 +88,13 @@ class TaskModule(LightningModule):
         """The loss to minimise on ``batch``; by default the transformers head's own."""
         return self(batch).loss
 
+    def batch_size_of(self, batch: Mapping[str, torch.Tensor]) -> int:
+        """The samples of a training batch (features; a bi-encoder's: questions), for logs and throughput."""
+        return int(batch["input_ids"].size(0))
+
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.training_loss(batch)
-        self.log("train_loss", loss, prog_bar=True, batch_size=batch["input_ids"].size(0))
+        self.log("train_loss", loss, prog_bar=True, batch_size=self.batch_size_of(batch))
         return loss
 
     def configure_optimizers(self) -> Any:

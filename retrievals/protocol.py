@@ -10,9 +10,11 @@ left out) and then use only what is declared here::
     retriever.save(index_dir)                                  # manifest.json (+ its own files), no pickle
 
 Implementations in this package: :class:`retrievals.sparse.SparseRetriever` (the in-memory term-index engine
-under :class:`~retrievals.bm25.BM25Retriever` and :class:`~retrievals.tfidf.TfidfRetriever`) and
-:class:`retrievals.elasticsearch.ElasticsearchRetriever` (a server); a class of your own in your own module
-works the same way (``docs/extending.md``). No base class is needed: the protocol is structural.
+under :class:`~retrievals.bm25.BM25Retriever` and :class:`~retrievals.tfidf.TfidfRetriever`),
+:class:`retrievals.elasticsearch.ElasticsearchRetriever` (a server), :class:`retrievals.dense.DenseRetriever`
+(FAISS), :class:`retrievals.hybrid.HybridRetriever` (two retrievers fused) and
+:class:`retrievals.rerank.RerankedRetriever` (any retriever re-scored by a cross-encoder); a class of your own in
+your own module works the same way (``docs/extending.md``). No base class is needed: the protocol is structural.
 """
 
 from __future__ import annotations

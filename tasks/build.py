@@ -55,6 +55,7 @@ def build_run(cfg: DictConfig) -> dict[str, Any]:
 
     from tasks.difficulty import attach_difficulty
     from tasks.negatives import attach_negatives
+    from tasks.retriever_data import attach_retrieval_data
 
     seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
@@ -63,6 +64,7 @@ def build_run(cfg: DictConfig) -> dict[str, Any]:
         backbone.save(output_dir / "backbone")
     datamodule = instantiate(cfg.datamodule, tokenizer=backbone.tokenizer, _convert_="all")
     datamodule = attach_negatives(attach_difficulty(datamodule), cfg.get("retriever") or {})
+    datamodule = attach_retrieval_data(datamodule, cfg.get("retriever") or {})
     check_contract(cfg, "datamodule", datamodule)
     model = instantiate(cfg.model, backbone=backbone, **model_arguments(cfg, datamodule), _convert_="all")
     check_contract(cfg, "model", model)

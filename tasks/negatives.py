@@ -32,6 +32,7 @@ from core.records import MRCExample
 from datamodules.mrc import MRCDataModule
 from datamodules.negatives import NegativesRequest
 from retrievals.corpus import Passage, Query, gold_passage_ids
+from retrievals.rerank import model_fingerprint
 from tasks.retrieve import TASK_KEYS, prepare_retriever, read_corpus
 
 __all__ = ["RetrievedNegatives", "attach_negatives", "question_rng"]
@@ -97,9 +98,12 @@ class RetrievedNegatives:
                            [a["text"] for a in ex["answers"]]] for ex in request.examples],
             "held_out": sorted({(ex["context"], str(ex.get("document_id"))) for ex in request.held_out}),
             "corpus": [[p.id, p.title, p.text, p.document_id] for p in passages],
-            "retriever": {k: v for k, v in cfg.items() if k not in TASK_KEYS and k != "cache_dir"},
+            "retriever": _settings({k: v for k, v in cfg.items() if k not in TASK_KEYS}),
             "k": request.k, "pool": request.pool, "seed": request.seed,
         }
+        rerank = _rerank_key(cfg.get("rerank"))
+        if rerank is not None:
+            key["rerank"] = rerank
         digest = hashlib.sha256(json.dumps(key, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
         if request.cache_dir is None:
             return self.mine(cfg, request, corpus_file, split)
@@ -143,6 +147,21 @@ class RetrievedNegatives:
             log.warning("negatives: %d of %d questions got fewer than %d (the corpus ran out of candidates)",
                         short, len(mined), request.k)
         return mined
+
+
+def _settings(node: Any) -> Any:
+    """A retriever's settings without its cache directories (at any depth: a hybrid's sides have theirs)."""
+    if isinstance(node, Mapping):
+        return {k: _settings(v) for k, v in node.items() if k != "cache_dir"}
+    return node
+
+
+def _rerank_key(rerank: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A reranker's part of the cache key: its settings and its weights' fingerprint (None: no reranker, so
+    the keys of runs without one stay what they were)."""
+    if not rerank or not rerank.get("model_path"):
+        return None
+    return {**rerank, "fingerprint": model_fingerprint(str(rerank["model_path"]))}
 
 
 def _passage(passage: Passage) -> dict[str, Any]:

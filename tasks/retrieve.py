@@ -24,11 +24,14 @@ from core.errors import DataFormatError
 from core.files import write_json
 from datamodules.mrc_formats import load_mrc_examples
 from retrievals.corpus import Passage, Query, gold_passage_ids, load_corpus, load_queries
-from retrievals.metrics import CUTOFFS, plot_recall, retrieval_metrics
+from retrievals.metrics import CUTOFFS, mrr_at_k, plot_recall, retrieval_metrics
 from retrievals.protocol import Retriever, SearchResult
+from retrievals.rerank import CrossEncoderReranker, RerankedRetriever
+from tasks.fusion_tuning import tune_weight
 
 __all__ = [
     "TASK_KEYS",
+    "build_reranker",
     "instantiate_retriever",
     "prepare_retriever",
     "read_corpus",
@@ -41,7 +44,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # Keys of cfg.retriever that configure the task, not the retriever class (defaults: conf/config.yaml).
-TASK_KEYS = ("corpus_file", "corpus_split", "top_k", "index_dir", "rebuild_index", "allow_missing_gold")
+TASK_KEYS = ("corpus_file", "corpus_split", "top_k", "index_dir", "rebuild_index", "allow_missing_gold",
+             "tune_weight", "weight_grid", "rerank")
+FUSION_FILE = "fusion_weights.json"
 METRICS_DEPTH = max(CUTOFFS)
 _TIMINGS = ("tokenize_seconds", "build_seconds")
 
@@ -113,6 +118,8 @@ def prepare_retriever(
 
     ``corpus_file: null`` uses the de-duplicated contexts of ``fallback_corpus_file`` (the questions file).
     ``queries`` with gold must find it in the corpus (before indexing), unless ``allow_missing_gold``.
+    ``rerank.model_path`` set: the retriever comes back wrapped in a :class:`RerankedRetriever` (the
+    cross-encoder is loaded before indexing, so a bad path fails at once; ``index_dir`` holds the base's index).
     """
     cfg = _as_dict(retriever_cfg)
     task = {key: cfg.pop(key, None) for key in TASK_KEYS}
@@ -129,9 +136,14 @@ def prepare_retriever(
     if not task["allow_missing_gold"]:
         check_gold_in_corpus(queries, passages, corpus_file, questions_file)
     fresh = instantiate_retriever(cfg)
+    reranker = build_reranker(task["rerank"])
     info: dict[str, Any] = {"corpus_file": str(corpus_file), "passages": len(passages)}
+
+    def wrapped(retriever: Retriever) -> Retriever:
+        return retriever if reranker is None else RerankedRetriever(retriever, reranker).use_passages(passages)
+
     if not task["index_dir"]:
-        return _build_index(fresh, passages, corpus_file, info), passages, info
+        return wrapped(_build_index(fresh, passages, corpus_file, info)), passages, info
     index_dir = Path(task["index_dir"])
     with build_lock(index_dir):  # concurrent runs on one index_dir: one builds and saves, the others load
         if (index_dir / "manifest.json").exists() and not task["rebuild_index"]:
@@ -139,11 +151,23 @@ def prepare_retriever(
             retriever = type(fresh).load(index_dir, passages=passages, like=fresh)
             info.update(index_loaded=True, index_load_seconds=round(time.perf_counter() - start, 4))
             log.info("Loaded the %s index %s (%d passages)", retriever.kind, index_dir, len(passages))
-            return retriever, passages, info
+            return wrapped(retriever), passages, info
         _build_index(fresh, passages, corpus_file, info).save(index_dir)
     info["index_dir"] = str(index_dir)
     log.info("Saved the %s index to %s", fresh.kind, index_dir)
-    return fresh, passages, info
+    return wrapped(fresh), passages, info
+
+
+def build_reranker(node: Mapping[str, Any] | None) -> CrossEncoderReranker | None:
+    """The cross-encoder of ``retriever.rerank`` (None when its ``model_path`` is null)."""
+    settings = dict(node or {})
+    if not settings.get("model_path"):
+        return None
+    try:
+        return CrossEncoderReranker(**settings)
+    except TypeError as error:  # an unknown key under retriever.rerank
+        raise ValueError(f"retriever.rerank: {error}; its keys are model_path, top_n, batch_size, max_length, "
+                         "device, index_title (conf/config.yaml).") from None
 
 
 def _build_index(
@@ -196,6 +220,23 @@ def check_gold_in_corpus(
         "retrieve from the corpus these questions were written on (retriever.corpus_file=...), or set "
         "retriever.allow_missing_gold=true to count these questions as misses",
     )
+
+
+def tune_fusion(
+    retriever: Retriever, queries: Sequence[Query], passages: Sequence[Passage], grid: Sequence[float],
+    out_dir: Path, questions_file: str,
+) -> dict[str, Any]:
+    """``retriever.tune_weight``: choose the hybrid's fusion weight on these questions (``tasks/fusion_tuning.py``),
+    use it, and write it with the grid's scores to ``fusion_weights.json``."""
+    hybrid = retriever.base if isinstance(retriever, RerankedRetriever) else retriever
+    gold = gold_passage_ids(queries, passages)
+    weight, table = tune_weight(hybrid, [q.question for q in queries], [q.id for q in queries], gold, grid)
+    hybrid.weight = weight  # tune_weight checked that it is a HybridRetriever
+    write_json(out_dir / FUSION_FILE, {"fusion": "linear", "weight": weight, "tuned_on": questions_file,
+                                       "objective": "mean of recall@1, recall@5, recall@20", "grid": table})
+    log.info("retriever.tune_weight: chose weight=%s on %d questions (%s)", weight, len(queries),
+             out_dir / FUSION_FILE)
+    return {"weight": weight, "weight_tuned_on_these_questions": True}
 
 
 def retrieve_passages(
@@ -256,6 +297,9 @@ def run_retrieve(
             f"retriever.top_k={top_k} is larger than the corpus ({len(passages)} passages in "
             f"{info['corpus_file']}): set retriever.top_k<={len(passages)}."
         )
+    if cfg.get("tune_weight"):
+        metrics.update(tune_fusion(retriever, queries, passages, cfg.get("weight_grid") or (), out_dir,
+                                   str(validation_file)))
     depth = min(max(top_k, METRICS_DEPTH), len(passages))
     start = time.perf_counter()
     result: SearchResult = retriever.search([q.question for q in queries], depth)
@@ -275,6 +319,7 @@ def run_retrieve(
         return metrics
     ranked = {q.id: ids for q, ids in zip(queries, result.ids, strict=True)}
     scores = retrieval_metrics(ranked, gold, CUTOFFS, mrr_k=METRICS_DEPTH)
+    scores["mrr@10"] = mrr_at_k(ranked, gold, 10)  # what model=biencoder / cross_encoder validation reports
     if scores["gold_not_in_corpus"]:  # only with retriever.allow_missing_gold=true
         log.warning("%d of %d questions have no gold passage in the corpus (their context / document_id is "
                     "not in %s); they count as misses", scores["gold_not_in_corpus"], len(gold), info["corpus_file"])
