@@ -1,6 +1,6 @@
 """BM25, dense, hybrid (RRF and linear) and hybrid + rerank side by side, on two corpora, in one run.
 
-    python bench/dense_hybrid.py                                   # trains what it needs first (~25 min, 2 cores)
+    python bench/dense_hybrid.py                                   # trains what it needs first (~40 min, 2 cores)
     python bench/dense_hybrid.py --dense <run>/retriever --reranker <run>/reranker --reader <mrc fit run dir>
     python bench/dense_hybrid.py --skip-nli --out dense_hybrid.json
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import subprocess
 import sys
 import time
@@ -185,7 +186,11 @@ def main() -> None:
         dense, reranker = models[corpus_name]
         for name, setup in retriever_setups(dense, reranker).items():
             start = time.perf_counter()
-            slug = f"{corpus_name}-{name}".replace(" ", "_").replace("+", "plus")
+            slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{corpus_name}-{name}").strip("_")
+            saved = work / "rows" / f"{slug}.json"
+            if saved.exists():  # measured by an earlier run of this script (delete --work's rows/ to redo)
+                rows.append(json.loads(saved.read_text(encoding="utf-8")))
+                continue
             measured = measure_tuned if name == TUNED else measure
             metrics = measured(setup, files["corpus"], files["validation"], work / "retrieve" / slug)
             row = {"corpus": corpus_name, "retriever": name, **{k: float(metrics[k]) for k in KEYS}}
@@ -194,6 +199,8 @@ def main() -> None:
             elif reader is not None and corpus_name == "mrc_sample":
                 row["odqa_em"] = odqa_em(setup, reader, work / "odqa" / slug)
             print(f"{corpus_name} {name}: {row} ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            saved.write_text(json.dumps(row), encoding="utf-8")
             rows.append(row)
     print(table(rows))
     if args.out:

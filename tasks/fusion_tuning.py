@@ -3,9 +3,10 @@
 How much to trust the dense side depends on the encoder and the corpus: on the embedded data a dense share of
 0.3 beats BM25 at every k, while on KLUE-NLI premises (an encoder trained on 2,000 questions) any share above
 0.05 costs recall@1 (docs/dense.md). So the share is chosen on data: each side searches once, the lists are
-fused once per weight of ``retriever.weight_grid``, and the weight with the best mean of recall@1, recall@5 and
-recall@20 wins (ties: the smaller weight, the one closer to BM25 alone). Weight 0 is BM25's own order, so on the
-questions it is chosen on the tuned hybrid is never below BM25.
+fused once per weight of ``retriever.weight_grid``, and among the weights that are at least as good as weight 0
+(BM25's own order) at each of recall@1, recall@5 and recall@20, the one with the best mean of the three wins (ties:
+the smaller weight, the one closer to BM25 alone). So on the questions it is chosen on, the tuned hybrid is never
+below BM25 at any of those k, and a dense side that only trades one cutoff for another is left out.
 """
 
 from __future__ import annotations
@@ -50,5 +51,11 @@ def tune_weight(
         scores = retrieval_metrics(ranked, gold, [int(k.split("@")[1]) for k in OBJECTIVE], mrr_k=10)
         objective = sum(scores[k] for k in OBJECTIVE) / len(OBJECTIVE)
         table.append({"weight": weight, "objective": objective, **{k: scores[k] for k in OBJECTIVE}})
-    best = max(table, key=lambda row: (row["objective"], -row["weight"]))
+    alone = next((row for row in table if row["weight"] == 0.0), None)
+    # a dense share is eligible only where it is at least as good as BM25 alone at every cutoff on these questions
+    eligible = [row for row in table
+                if alone is None or all(row[k] >= alone[k] for k in OBJECTIVE)] or table
+    for row in table:
+        row["eligible"] = row in eligible
+    best = max(eligible, key=lambda row: (row["objective"], -row["weight"]))
     return float(best["weight"]), table

@@ -167,8 +167,14 @@ def test_task_retrieve_with_the_trained_encoder_matches_its_validation(dense_run
              "print_config=false", "logger=none", run_dir=tmp_path / "retrieve")
     found = read_json(tmp_path / "retrieve" / "retrieval_metrics.json")
     assert found["retriever"] == "dense" and found["questions"] == 90
+    # a 12-step encoder leaves many near-ties, which padding in other batches can flip: a few questions of 90
     for key in ("recall@1", "recall@5", "recall@20"):
-        assert found[key] == pytest.approx(trained[key], abs=1.5 / 90), key
+        assert found[key] == pytest.approx(trained[key], abs=3.5 / 90), key
+    # and the same passages: each question's top 20 here against the training run's predictions.json
+    retrieved = read_json(tmp_path / "retrieve" / "retrieved.json")
+    predicted = read_json(dense_run / "predictions.json")
+    overlap = [len({h["passage_id"] for h in retrieved[q]} & set(predicted[q])) / 20 for q in retrieved]
+    assert sum(overlap) / len(overlap) >= 0.9
 
 
 @pytest.fixture(scope="module")
@@ -216,9 +222,17 @@ def test_odqa_reads_with_a_hybrid_reranked_retriever(fitted_run: Path, dense_run
 
 def test_ddp_cpu_trains_a_bi_encoder_on_both_processes_passages(tmp_path: Path, cache: Path) -> None:
     """trainer=ddp_cpu (2 gloo processes): the run trains on half the questions per process with the other
-    process's passages as negatives, validates once over the whole corpus and exports once."""
-    run_main("+experiment=dense_retriever", *SMALL, "trainer=ddp_cpu", run_dir=tmp_path / "run", cache_dir=cache)
+    process's passages as negatives, validates once over the whole corpus and exports once; here with separate
+    question and passage encoders (model.shared=false), which retriever=dense then loads."""
+    run_main("+experiment=dense_retriever", *SMALL, "trainer=ddp_cpu", "model.shared=false", run_dir=tmp_path / "run",
+             cache_dir=cache)
     metrics = read_json(tmp_path / "run" / "metrics.json")
     assert metrics["global_step"] == 6  # 96 questions, 48 per process, batches of 8
     assert metrics["examples"] == 90 and 0.0 <= metrics["recall@20"] <= 1.0
-    assert (tmp_path / "run" / "retriever" / "dense_encoder.json").exists()
+    exported = tmp_path / "run" / "retriever"
+    assert read_json(exported / "dense_encoder.json")["shared"] is False
+    assert (exported / "query" / "config.json").exists() and (exported / "passage" / "config.json").exists()
+    from core.text_encoders import load_dense_encoder
+
+    loaded = load_dense_encoder(str(exported))
+    assert loaded.query_model is not loaded.passage_model
