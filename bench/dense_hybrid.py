@@ -177,7 +177,7 @@ def main() -> None:
                 f"retriever.corpus_file={files['corpus']}", "datamodule.max_train_examples=null"]
         corpora["klue-nli"] = files
         models["klue-nli"] = (
-            train("dense_retriever", [*data, "trainer.max_epochs=3"], work / "train" / "nli_dense") / "retriever",
+            train("dense_retriever", [*data, "trainer.max_epochs=10"], work / "train" / "nli_dense") / "retriever",
             train("reranker", [*data, "trainer.max_epochs=2"], work / "train" / "nli_reranker") / "reranker",
         )
     reader = None if args.skip_odqa else (args.reader or train("mrc_curriculum", [], work / "train" / "reader"))
