@@ -10,7 +10,7 @@ Validation embeds every validation question and the whole evaluation corpus (the
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -142,9 +142,6 @@ class BiEncoder(TaskModule):
         evaluation = self.evaluation(split)
         return {evaluation.question_ids[q]: [evaluation.passages[p]["id"] for p in row[:20]]
                 for q, row in zip(outputs["q_index"], outputs["ranked"], strict=True)}, None
-
-    def coverage(self, split: str, outputs: Any) -> tuple[Sequence[str], Sequence[str], int | None] | None:
-        return None
 
     # ------------------------------------------------------------------ export
 
