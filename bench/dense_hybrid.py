@@ -69,19 +69,20 @@ def nli_files(work: Path) -> dict[str, Path]:
     return {"corpus": work / "corpus.jsonl", "train": work / "train.json", "validation": work / "validation.json"}
 
 
-TUNED = "hybrid linear, weight tuned (2-fold)"
+TUNED = "hybrid linear zscore, weight tuned (2-fold)"
 
 
 def retriever_setups(dense: Path, reranker: Path) -> dict[str, list[str]]:
-    """Each retriever as command-line overrides (hybrid: the shipped defaults, linear fusion with weight 0.3)."""
+    """Each retriever as command-line overrides (hybrid: the shipped defaults unless said)."""
     hybrid = ["retriever=hybrid", f"retriever.dense.model_path={dense}"]
     return {
         "bm25": ["retriever=bm25"],
         "dense": ["retriever=dense", f"retriever.model_path={dense}"],
         "hybrid rrf": [*hybrid, "retriever.fusion=rrf"],
-        "hybrid linear (0.3)": hybrid,
+        "hybrid linear minmax 0.3": [*hybrid, "retriever.normalization=minmax", "retriever.weight=0.3"],
+        "hybrid linear zscore 0.1 (default)": hybrid,
         TUNED: hybrid,
-        "hybrid linear (0.3) + rerank": [*hybrid, f"retriever.rerank.model_path={reranker}"],
+        "hybrid (default) + rerank": [*hybrid, f"retriever.rerank.model_path={reranker}"],
     }
 
 

@@ -8,7 +8,11 @@ Two methods (``retriever.fusion``):
   unstable ``np.argsort`` and so number equal-scored passages in an unspecified order; it is given the
   positions instead (RRF reads ranks only, so the fused scores are ranx's), and a list's ties keep the order
   its retriever chose (corpus order for BM25 / TF-IDF).
-* ``linear``: ``(1 - weight) * minmax(sparse) + weight * minmax(dense)``, each list min-max normalised over
+* ``linear`` with ``normalization=zscore`` (the hybrid's default): ``(1 - weight) * z(sparse) + weight * z(dense)``,
+  each list standardised over the passages it holds (``(s - mean) / max(std, 1e-9)``, population std, ranx's
+  ``zmuv``): a score far above its list's others (BM25's confident first passage) keeps its margin, which min-max
+  squeezes to 1. A passage absent from a list gets 0 from it: that list's *mean*, neither reward nor penalty.
+* ``linear`` with ``normalization=minmax``: ``(1 - weight) * minmax(sparse) + weight * minmax(dense)``, each list min-max normalised over
   the passages it holds (``(s - min) / max(max - min, 1e-9)``: 1 for its best, 0 for its worst). A passage
   absent from a list gets 0 from it, the same as that list's last passage; a list whose scores are all equal
   (one passage, or ties throughout) normalises to 0 everywhere and so adds nothing to the order.
@@ -33,13 +37,15 @@ from typing import Any
 
 from retrievals.protocol import SearchResult
 
-__all__ = ["FUSION_METHODS", "check_fusion", "fuse_results", "warm_up"]
+__all__ = ["FUSION_METHODS", "NORMALIZATIONS", "check_fusion", "fuse_results", "warm_up"]
 
 FUSION_METHODS = ("rrf", "linear")
+# retriever.normalization -> ranx's norm: each list's scores before the weighted sum of linear fusion
+NORMALIZATIONS = {"zscore": "zmuv", "minmax": "min-max"}
 _ABSENT = "\x01kornlp-fusion-empty\x01"  # stands in for an empty list: ranx refuses a query without results
 
 
-def check_fusion(method: Any, rrf_k: Any, weight: Any) -> None:
+def check_fusion(method: Any, rrf_k: Any, weight: Any, normalization: Any = "minmax") -> None:
     """The fusion settings' checks, with the config key to fix in each message."""
     if method not in FUSION_METHODS:
         raise ValueError(f"retriever.fusion={method!r} is unknown: choose one of {', '.join(FUSION_METHODS)}.")
@@ -48,6 +54,9 @@ def check_fusion(method: Any, rrf_k: Any, weight: Any) -> None:
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 1:
         raise ValueError(f"retriever.weight={weight!r}: must be within [0, 1] (the dense side's share in "
                          "linear fusion; the sparse side gets 1 - weight).")
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"retriever.normalization={normalization!r} is unknown: choose one of "
+                         f"{', '.join(NORMALIZATIONS)}.")
 
 
 def _run_dict(result: SearchResult, *, ranks: bool, sentinel: str) -> dict[str, dict[str, float]]:
@@ -64,14 +73,15 @@ def _run_dict(result: SearchResult, *, ranks: bool, sentinel: str) -> dict[str, 
 
 
 def fuse_results(
-    sparse: SearchResult, dense: SearchResult, *, method: str, k: int, rrf_k: float = 60, weight: float = 0.5
+    sparse: SearchResult, dense: SearchResult, *, method: str, k: int, rrf_k: float = 60, weight: float = 0.5,
+    normalization: str = "minmax",
 ) -> SearchResult:
     """Fuse the two lists of each query (see the module docstring) and keep the top ``k``.
 
     ``weight`` is the dense side's share in ``linear`` fusion (the sparse side gets ``1 - weight``);
     ``rrf_k`` is RRF's constant.
     """
-    check_fusion(method, rrf_k, weight)
+    check_fusion(method, rrf_k, weight, normalization)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}.")
     if len(sparse.ids) != len(dense.ids):
@@ -94,7 +104,8 @@ def fuse_results(
         if ranked:  # the scores are positions already: no normalisation
             fused = fuse(runs, norm=None, method="rrf", params={"k": rrf_k})
         else:
-            fused = fuse(runs, norm="min-max", method="wsum", params={"weights": [1.0 - weight, float(weight)]})
+            fused = fuse(runs, norm=NORMALIZATIONS[normalization], method="wsum",
+                         params={"weights": [1.0 - weight, float(weight)]})
     table = fused.to_dict()
     ids_out: list[list[str]] = []
     scores_out: list[list[float]] = []
@@ -110,7 +121,7 @@ def fuse_results(
     return SearchResult(ids_out, scores_out)
 
 
-def warm_up(method: str) -> None:
+def warm_up(method: str, normalization: str = "minmax") -> None:
     """Fuse two one-query lists once, so ranx's kernels for ``method`` are compiled (or loaded) now."""
     probe = SearchResult([["a", "b"]], [[2.0, 1.0]])
-    fuse_results(probe, SearchResult([["b"]], [[1.0]]), method=method, k=1)
+    fuse_results(probe, SearchResult([["b"]], [[1.0]]), method=method, k=1, normalization=normalization)

@@ -66,10 +66,12 @@ class HybridRetriever:
         rrf_k: int = 60,
         weight: float = 0.5,
         candidates: int = 100,
+        normalization: str = "minmax",
     ) -> None:
         _check_side("sparse", sparse)
         _check_side("dense", dense)
-        check_fusion(fusion, rrf_k, weight)
+        check_fusion(fusion, rrf_k, weight, normalization)
+        self.normalization = normalization
         if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
             raise ValueError(f"retriever.candidates={candidates!r}: must be a positive integer (how deep each side "
                              "searches before fusion; 100 is usual).")
@@ -90,7 +92,7 @@ class HybridRetriever:
             self._seconds[name] = self._side_seconds(name, time.perf_counter() - start)
         self.n_passages = len(passages)
         self.corpus_fingerprint = corpus_fingerprint(passages)
-        warm_up(self.fusion)
+        warm_up(self.fusion, self.normalization)
         return self
 
     def _side_seconds(self, name: str, wall: float) -> tuple[float, float]:
@@ -116,13 +118,14 @@ class HybridRetriever:
     def fuse(self, sparse: SearchResult, dense: SearchResult, k: int, weight: float | None = None) -> SearchResult:
         """The two sides' lists fused with this retriever's settings (``weight`` instead of its own if given)."""
         return fuse_results(sparse, dense, method=self.fusion, k=k, rrf_k=self.rrf_k,
-                            weight=self.weight if weight is None else weight)
+                            weight=self.weight if weight is None else weight, normalization=self.normalization)
 
     # ------------------------------------------------------------------ description
 
     def params(self) -> dict[str, Any]:
         return {
             "fusion": self.fusion, "rrf_k": self.rrf_k, "weight": self.weight, "candidates": self.candidates,
+            "normalization": self.normalization,
             **{name: {"retriever": getattr(self, name).kind, **getattr(self, name).params()} for name in _SIDES},
         }
 
@@ -184,10 +187,10 @@ class HybridRetriever:
                 side = getattr(like, name)
                 sides[name] = type(side).load(src / name, passages=passages, like=side)
         saved = manifest.get("params", {})
-        fusion = {key: getattr(like, key) if like is not None else saved[key]
-                  for key in ("fusion", "rrf_k", "weight", "candidates")}
+        fusion = {key: getattr(like, key) if like is not None else saved.get(key, "minmax")
+                  for key in ("fusion", "rrf_k", "weight", "candidates", "normalization")}
         retriever = cls(sides["sparse"], sides["dense"], **fusion)
         retriever.n_passages = int(manifest["corpus"]["passages"])
         retriever.corpus_fingerprint = manifest["corpus"]["fingerprint"]
-        warm_up(retriever.fusion)
+        warm_up(retriever.fusion, retriever.normalization)
         return retriever

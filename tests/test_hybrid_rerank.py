@@ -96,6 +96,25 @@ def test_linear_equals_a_hand_computation():
     assert half.ids[4] == ["a", "c", "b"] and half.scores[4] == pytest.approx([0.5, 0.5, 0.5])
 
 
+def test_zscore_linear_equals_a_hand_computation():
+    """normalization=zscore: each list standardised (population std); an absent passage gets 0, the list's mean."""
+    import numpy as np
+
+    w = 0.1
+    fused = fuse_results(SPARSE, DENSE, method="linear", k=10, weight=w, normalization="zscore")
+    for q in range(len(SPARSE.ids)):
+        sides = []
+        for result in (SPARSE, DENSE):
+            scores = np.array(result.scores[q], dtype=float)
+            z = (scores - scores.mean()) / max(scores.std(), 1e-9) if len(scores) else scores
+            sides.append(dict(zip(result.ids[q], z.tolist(), strict=True)))
+        want = {pid: (1 - w) * sides[0].get(pid, 0.0) + w * sides[1].get(pid, 0.0) for pid in {*sides[0], *sides[1]}}
+        assert dict(zip(fused.ids[q], fused.scores[q], strict=True)) == pytest.approx(want, abs=1e-9)
+        assert fused.scores[q] == sorted(fused.scores[q], reverse=True)
+    with pytest.raises(ValueError, match="retriever.normalization='l2'"):
+        fuse_results(SPARSE, DENSE, method="linear", k=3, normalization="l2")
+
+
 def test_fusion_settings_are_checked():
     with pytest.raises(ValueError, match="retriever.fusion='max'"):
         fuse_results(SPARSE, DENSE, method="max", k=3)
