@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from core.cache import build_once
 from core.files import write_json
@@ -33,7 +33,7 @@ from datamodules.mrc import MRCDataModule
 from datamodules.negatives import NegativesRequest
 from retrievals.corpus import Passage, Query, gold_passage_ids
 from retrievals.rerank import model_fingerprint
-from tasks.retrieve import TASK_KEYS, prepare_retriever, read_corpus
+from tasks.retrieve import TASK_KEYS, plain_config, prepare_retriever, read_corpus
 
 __all__ = ["RetrievedNegatives", "attach_negatives", "question_rng"]
 
@@ -71,9 +71,7 @@ class RetrievedNegatives:
         self.node = retriever_cfg  # resolved when negatives are mined: a run without them never reads it
 
     def resolved(self) -> dict[str, Any]:
-        if isinstance(self.node, DictConfig):
-            return OmegaConf.to_container(self.node, resolve=True)  # type: ignore[return-value]
-        return dict(self.node)
+        return plain_config(self.node)
 
     @staticmethod
     def corpus(cfg: Mapping[str, Any], request: NegativesRequest) -> tuple[str, str | None]:

@@ -33,6 +33,7 @@ __all__ = [
     "TASK_KEYS",
     "build_reranker",
     "instantiate_retriever",
+    "plain_config",
     "prepare_retriever",
     "read_corpus",
     "read_queries",
@@ -82,7 +83,8 @@ def read_queries(path: str | os.PathLike[str], *, split: str | None = None) -> l
 # ----------------------------------------------------------------------------- the retriever
 
 
-def _as_dict(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
+def plain_config(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """A retriever node as a plain, resolved dict (a DictConfig is resolved when this is called)."""
     if isinstance(cfg, DictConfig):
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
     return dict(cfg)
@@ -121,7 +123,7 @@ def prepare_retriever(
     ``rerank.model_path`` set: the retriever comes back wrapped in a :class:`RerankedRetriever` (the
     cross-encoder is loaded before indexing, so a bad path fails at once; ``index_dir`` holds the base's index).
     """
-    cfg = _as_dict(retriever_cfg)
+    cfg = plain_config(retriever_cfg)
     task = {key: cfg.pop(key, None) for key in TASK_KEYS}
     corpus_file = task["corpus_file"] or fallback_corpus_file
     if not corpus_file:
@@ -271,7 +273,7 @@ def run_retrieve(
     Returns the metrics (timings and counts when there is no gold).
     """
     out_dir = Path(run_dir)
-    cfg = _as_dict(retriever_cfg)
+    cfg = plain_config(retriever_cfg)
     top_k = cfg.get("top_k") or 20
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"retriever.top_k={top_k!r}: must be a positive integer.")

@@ -13,13 +13,13 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from core.ranking import RankingEvaluation
 from datamodules.passage_retrieval import EvaluationRequest, PassageRetrievalDataModule
 from retrievals.corpus import Query, gold_passage_ids
 from tasks.negatives import RetrievedNegatives
-from tasks.retrieve import check_gold_in_corpus, prepare_retriever, read_corpus
+from tasks.retrieve import check_gold_in_corpus, plain_config, prepare_retriever, read_corpus
 
 __all__ = ["RetrievalEvaluation", "attach_retrieval_data"]
 
@@ -40,9 +40,7 @@ class RetrievalEvaluation:
         self.node = retriever_cfg
 
     def resolved(self) -> dict[str, Any]:
-        if isinstance(self.node, DictConfig):
-            return OmegaConf.to_container(self.node, resolve=True)  # type: ignore[return-value]
-        return dict(self.node)
+        return plain_config(self.node)
 
     def __call__(self, request: EvaluationRequest) -> RankingEvaluation:
         cfg = self.resolved()
