@@ -86,3 +86,11 @@ def test_memory_quick() -> None:
     for label in ("ours BM25", "ours TF-IDF", "rank-bm25", "bm25s", "scikit-learn", "ours end to end"):
         rows = table_rows(out, label)
         assert rows and "failed" not in rows[0], f"{label}:\n{out}"
+
+
+def test_run_all_writes_one_report(tmp_path: Path) -> None:
+    report = tmp_path / "report.md"
+    out = run_bench("run_all.py", "--only", "postprocess", "--report", str(report))
+    text = report.read_text(encoding="utf-8")
+    assert "$ python bench/postprocess.py --quick" in text and "all benchmarks:" in text
+    assert table_rows(text, "ours: topk_candidates") == table_rows(out, "ours: topk_candidates")
