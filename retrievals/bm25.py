@@ -27,8 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from retrievals.postings import PostingsBuilder
 from retrievals.sparse import SparseRetriever
-from retrievals.term_index import TermIndex, term_major_counts
+from retrievals.term_index import TermIndex
 from retrievals.token_cache import TokenizedCorpus
 from retrievals.tokenizers import Tokenizer
 
@@ -40,15 +41,23 @@ _DEFAULT_DELTA = {"okapi": None, "bm25l": 0.5, "bm25plus": 1.0}
 
 
 def bm25_weights(
-    corpus: TokenizedCorpus, *, variant: str, k1: float, b: float, epsilon: float, delta: float | None,
+    corpus: TokenizedCorpus,
+    *,
+    variant: str,
+    k1: float,
+    b: float,
+    epsilon: float,
+    delta: float | None,
     dtype: str = "float64",
+    spill_dir: str | os.PathLike[str] | None = None,
 ) -> tuple[TermIndex, np.ndarray, np.ndarray | None]:
     """Term-major BM25 weights (computed in float64, stored in ``dtype``), per-term idf, and (BM25+) the
-    per-term score of passages without the term."""
-    terms, docs, tf_int = term_major_counts(corpus)
+    per-term score of passages without the term. Built chunk by chunk (``retrievals/postings.py``): with
+    ``spill_dir`` the index goes to ``.npy`` files there, memory-mapped."""
     n_docs, n_terms = len(corpus), len(corpus.vocab)
-    tf = tf_int.astype(np.float64)
-    df = np.bincount(terms, minlength=n_terms).astype(np.float64)
+    builder = PostingsBuilder(spill_dir)
+    builder.add_corpus(corpus.ids, corpus.offsets, n_terms)
+    df = builder.df[:n_terms].astype(np.float64)
     doc_len = corpus.lengths.astype(np.float64)
     avgdl = float(doc_len.sum()) / n_docs
     length_norm = 1.0 - b + b * doc_len / avgdl
@@ -57,18 +66,25 @@ def bm25_weights(
         idf = np.log(n_docs - df + 0.5) - np.log(df + 0.5)
         floor = epsilon * (float(idf.sum()) / n_terms)
         idf = np.where(idf < 0, floor, idf)
-        data = idf[terms] * (tf * (k1 + 1) / (tf + k1 * length_norm[docs]))
+
+        def weigh(terms: np.ndarray, docs: np.ndarray, tf: np.ndarray) -> np.ndarray:
+            return idf[terms] * (tf * (k1 + 1) / (tf + k1 * length_norm[docs]))
+
     elif variant == "bm25l":
         idf = np.log(n_docs + 1.0) - np.log(df + 0.5)
-        ctd = tf / length_norm[docs]
-        data = idf[terms] * tf * (k1 + 1) * (ctd + delta) / (k1 + ctd + delta)
+
+        def weigh(terms: np.ndarray, docs: np.ndarray, tf: np.ndarray) -> np.ndarray:
+            ctd = tf / length_norm[docs]
+            return idf[terms] * tf * (k1 + 1) * (ctd + delta) / (k1 + ctd + delta)
+
     else:  # bm25plus
         idf = np.log((n_docs + 1.0) / df)
-        data = idf[terms] * (tf * (k1 + 1)) / (k1 * length_norm[docs] + tf)
         constant = idf * delta
-    indptr = np.zeros(n_terms + 1, dtype=np.int64)
-    np.cumsum(np.bincount(terms, minlength=n_terms), out=indptr[1:])
-    return TermIndex(indptr, docs, data, n_docs, dtype=dtype), idf, constant
+
+        def weigh(terms: np.ndarray, docs: np.ndarray, tf: np.ndarray) -> np.ndarray:
+            return idf[terms] * (tf * (k1 + 1)) / (k1 * length_norm[docs] + tf)
+
+    return builder.build(weigh, dtype, n_terms), idf, constant
 
 
 class BM25Retriever(SparseRetriever):
@@ -90,8 +106,11 @@ class BM25Retriever(SparseRetriever):
         cache_dir: str | os.PathLike[str] | None = None,
         engine: str = "auto",
         dtype: str = "float64",
+        mmap: bool = False,
     ) -> None:
-        super().__init__(tokenizer, index_title=index_title, cache_dir=cache_dir, engine=engine, dtype=dtype)
+        super().__init__(
+            tokenizer, index_title=index_title, cache_dir=cache_dir, engine=engine, dtype=dtype, mmap=mmap
+        )
         if mode not in MODES:
             raise ValueError(f"retriever.mode={mode!r}: use one of {', '.join(MODES)}.")
         if variant not in VARIANTS:
@@ -104,7 +123,9 @@ class BM25Retriever(SparseRetriever):
             raise ValueError(f"retriever.delta={delta!r}: must be >= 0.")
         self.mode, self.variant = mode, variant
         self.k1, self.b, self.epsilon = float(k1), float(b), float(epsilon)
-        self.delta = None if variant == "okapi" else float(_DEFAULT_DELTA[variant] if delta is None else delta)
+        self.delta = (
+            None if variant == "okapi" else float(_DEFAULT_DELTA[variant] if delta is None else delta)
+        )
         self._index: TermIndex | None = None
         self._idf: np.ndarray | None = None
         self._constant: np.ndarray | None = None
@@ -113,8 +134,15 @@ class BM25Retriever(SparseRetriever):
         self._terms: list[str] = []
 
     def params(self) -> dict[str, Any]:
-        return {"mode": self.mode, "variant": self.variant, "k1": self.k1, "b": self.b,
-                "epsilon": self.epsilon, "delta": self.delta, "dtype": self.dtype}
+        return {
+            "mode": self.mode,
+            "variant": self.variant,
+            "k1": self.k1,
+            "b": self.b,
+            "epsilon": self.epsilon,
+            "delta": self.delta,
+            "dtype": self.dtype,
+        }
 
     @property
     def idf(self) -> dict[str, float]:
@@ -132,8 +160,14 @@ class BM25Retriever(SparseRetriever):
             self._build_rank_bm25(corpus)
             return
         self._index, self._idf, self._constant = bm25_weights(
-            corpus, variant=self.variant, k1=self.k1, b=self.b, epsilon=self.epsilon, delta=self.delta,
+            corpus,
+            variant=self.variant,
+            k1=self.k1,
+            b=self.b,
+            epsilon=self.epsilon,
+            delta=self.delta,
             dtype=self.dtype,
+            spill_dir=self.spill_dir(),
         )
 
     def _build_rank_bm25(self, corpus: TokenizedCorpus) -> None:
@@ -152,8 +186,11 @@ class BM25Retriever(SparseRetriever):
     def _score(self, terms: np.ndarray, counts: np.ndarray) -> np.ndarray:
         if self.mode == "rank_bm25":
             words = self._terms
-            query = [words[t] for t, c in zip(terms.tolist(), counts.astype(int).tolist(), strict=True)
-                     for _ in range(c)]
+            query = [
+                words[t]
+                for t, c in zip(terms.tolist(), counts.astype(int).tolist(), strict=True)
+                for _ in range(c)
+            ]
             return np.asarray(self._rank_bm25.get_scores(query), dtype=np.float64)
         scores = self._index.scores(terms, None if counts.max() == 1 else counts)
         if self._constant is not None:

@@ -17,6 +17,8 @@ Index types (``retriever.index``):
 A saved index directory holds ``index.faiss`` (``faiss.write_index``), ``ids.json`` (passage ids, in index
 order) and ``manifest.json`` (written last: class, ``params()`` with the encoder's fingerprint, corpus
 fingerprint, encoder path, embedding size). No pickle. Loading refuses another corpus or another encoder.
+``retriever.mmap: true`` reads ``index.faiss`` with ``faiss.IO_FLAG_MMAP``: a flat index's vectors are then
+paged in from the file on demand (shared by processes through the page cache) instead of copied into RAM.
 """
 
 from __future__ import annotations
@@ -53,8 +55,10 @@ log = logging.getLogger(__name__)
 
 INDEX_TYPES = ("flat", "hnsw")
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-_ENCODER_FIX = ("point retriever.model_path at the encoder the index was built with, or set "
-                "retriever.rebuild_index=true / delete the directory")
+_ENCODER_FIX = (
+    "point retriever.model_path at the encoder the index was built with, or set "
+    "retriever.rebuild_index=true / delete the directory"
+)
 
 
 def _faiss() -> Any:
@@ -88,6 +92,7 @@ class DenseRetriever:
         device: str = "auto",
         progress: bool = True,
         num_threads: int | None = None,
+        mmap: bool = False,
         config_key: str = "retriever",
     ) -> None:
         # where these settings live in the config, for error messages (retriever=hybrid: retriever.dense)
@@ -96,8 +101,12 @@ class DenseRetriever:
             raise ValueError(f"{config_key}.index={index!r}: choose one of {', '.join(INDEX_TYPES)}.")
         if pooling not in POOLINGS:
             raise ValueError(f"{config_key}.pooling={pooling!r}: choose one of {', '.join(POOLINGS)}.")
-        for key, value in (("hnsw_m", hnsw_m), ("hnsw_ef_construction", hnsw_ef_construction),
-                           ("hnsw_ef_search", hnsw_ef_search), ("batch_size", batch_size)):
+        for key, value in (
+            ("hnsw_m", hnsw_m),
+            ("hnsw_ef_construction", hnsw_ef_construction),
+            ("hnsw_ef_search", hnsw_ef_search),
+            ("batch_size", batch_size),
+        ):
             _positive(f"{config_key}.{key}", value)
         if num_threads is not None:
             _positive("num_threads", num_threads)
@@ -106,7 +115,14 @@ class DenseRetriever:
         self.model_path = str(model_path) if model_path else None
         self.index_type, self.hnsw_m, self.hnsw_ef_construction = index, hnsw_m, hnsw_ef_construction
         self.hnsw_ef_search, self.pooling, self.index_title = hnsw_ef_search, pooling, bool(index_title)
-        self.batch_size, self.device, self.progress, self.num_threads = batch_size, device, bool(progress), num_threads
+        self.batch_size, self.device, self.progress, self.num_threads = (
+            batch_size,
+            device,
+            bool(progress),
+            num_threads,
+        )
+        # a flat index read with faiss.IO_FLAG_MMAP: the vectors stay in the file (the page cache), not in RAM
+        self.mmap = bool(mmap)
         if num_threads is not None:
             _faiss().omp_set_num_threads(num_threads)
         self.passage_ids: list[str] = []
@@ -116,10 +132,20 @@ class DenseRetriever:
         self._seconds: dict[str, float] = {}
 
     def _config(self) -> dict[str, Any]:
-        return {"model_path": self.model_path, "index": self.index_type, "hnsw_m": self.hnsw_m,
-                "hnsw_ef_construction": self.hnsw_ef_construction, "hnsw_ef_search": self.hnsw_ef_search,
-                "pooling": self.pooling, "index_title": self.index_title, "batch_size": self.batch_size,
-                "device": self.device, "progress": self.progress, "num_threads": self.num_threads}
+        return {
+            "model_path": self.model_path,
+            "index": self.index_type,
+            "hnsw_m": self.hnsw_m,
+            "hnsw_ef_construction": self.hnsw_ef_construction,
+            "hnsw_ef_search": self.hnsw_ef_search,
+            "pooling": self.pooling,
+            "index_title": self.index_title,
+            "batch_size": self.batch_size,
+            "device": self.device,
+            "progress": self.progress,
+            "num_threads": self.num_threads,
+            "mmap": self.mmap,
+        }
 
     # ------------------------------------------------------------------ the encoder
 
@@ -133,8 +159,12 @@ class DenseRetriever:
     def encoder(self) -> LoadedEncoder:
         """The encoder, loaded on first use (a ``ValueError`` naming ``retriever.model_path`` when it cannot be)."""
         if self._loaded is None:
-            self._loaded = load_dense_encoder(self.model_path or "", key=f"{self.config_key}.model_path",
-                                              default_pooling=self.pooling, device=self._torch_device())
+            self._loaded = load_dense_encoder(
+                self.model_path or "",
+                key=f"{self.config_key}.model_path",
+                default_pooling=self.pooling,
+                device=self._torch_device(),
+            )
         return self._loaded
 
     def passage_text(self, passage: Passage) -> str:
@@ -154,10 +184,17 @@ class DenseRetriever:
         out: np.ndarray | None = None
         starts = range(0, len(order), self.batch_size)
         with torch.inference_mode():
-            for begin in tqdm(starts, desc="Encoding passages", unit="batch", disable=not (passages and self.progress)):
+            for begin in tqdm(
+                starts, desc="Encoding passages", unit="batch", disable=not (passages and self.progress)
+            ):
                 chunk = order[begin : begin + self.batch_size]
-                inputs = enc.tokenizer([prefix + texts[i] for i in chunk], truncation=True, max_length=max_length,
-                                       padding=True, return_tensors="pt").to(device)
+                inputs = enc.tokenizer(
+                    [prefix + texts[i] for i in chunk],
+                    truncation=True,
+                    max_length=max_length,
+                    padding=True,
+                    return_tensors="pt",
+                ).to(device)
                 vectors = embed(model, dict(inputs), settings).cpu().numpy()
                 if out is None:
                     out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
@@ -187,8 +224,14 @@ class DenseRetriever:
         self._seconds = {"encode_seconds": encoded - start, "build_seconds": time.perf_counter() - encoded}
         self.faiss_index, self.passage_ids = index, [p.id for p in passages]
         self.corpus_fingerprint = corpus_fingerprint(passages)
-        log.info("Indexed %d passages (dim %d, %s) in %.2fs encoding + %.2fs building", len(passages),
-                 vectors.shape[1], self.index_type, self._seconds["encode_seconds"], self._seconds["build_seconds"])
+        log.info(
+            "Indexed %d passages (dim %d, %s) in %.2fs encoding + %.2fs building",
+            len(passages),
+            vectors.shape[1],
+            self.index_type,
+            self._seconds["encode_seconds"],
+            self._seconds["build_seconds"],
+        )
         return self
 
     def search(self, queries: Sequence[str], k: int) -> SearchResult:
@@ -213,20 +256,28 @@ class DenseRetriever:
         """What decides the index and its scores (not the encoder's path: a moved encoder still loads)."""
         enc = self.encoder()
         hnsw = self.index_type == "hnsw"
-        return {"encoder_fingerprint": enc.fingerprint, "index": self.index_type,
-                "hnsw_m": self.hnsw_m if hnsw else None,
-                "hnsw_ef_construction": self.hnsw_ef_construction if hnsw else None,
-                "index_title": self.index_title, "pooling": enc.settings.pooling,
-                "normalize": bool(enc.settings.normalize)}
+        return {
+            "encoder_fingerprint": enc.fingerprint,
+            "index": self.index_type,
+            "hnsw_m": self.hnsw_m if hnsw else None,
+            "hnsw_ef_construction": self.hnsw_ef_construction if hnsw else None,
+            "index_title": self.index_title,
+            "pooling": enc.settings.pooling,
+            "normalize": bool(enc.settings.normalize),
+        }
 
     def report(self) -> dict[str, Any]:
         """The encoder, embedding size, device, index type, and the seconds of the last :meth:`index`."""
         if self._loaded is None:
             return {}
-        out = {"encoder": self.model_path, "encoder_fingerprint": self._loaded.fingerprint,
-               "embedding_dim": None if self.faiss_index is None else int(self.faiss_index.d),
-               "device": str(next(self._loaded.query_model.parameters()).device), "index": self.index_type,
-               **self._seconds}
+        out = {
+            "encoder": self.model_path,
+            "encoder_fingerprint": self._loaded.fingerprint,
+            "embedding_dim": None if self.faiss_index is None else int(self.faiss_index.d),
+            "device": str(next(self._loaded.query_model.parameters()).device),
+            "index": self.index_type,
+            **self._seconds,
+        }
         return {key: value for key, value in out.items() if value is not None}
 
     # ------------------------------------------------------------------ persistence
@@ -244,10 +295,14 @@ class DenseRetriever:
         write_text_atomic(out / "ids.json", json.dumps(self.passage_ids, ensure_ascii=False))
         path = Path(self.model_path or "")
         encoder = str(path.resolve()) if self.model_path and path.is_dir() else self.model_path
-        return write_manifest(out, {
-            **manifest_header(self, fingerprint=self.corpus_fingerprint, passages=len(self.passage_ids)),
-            "encoder": encoder, "embedding_dim": int(self.faiss_index.d),
-        })
+        return write_manifest(
+            out,
+            {
+                **manifest_header(self, fingerprint=self.corpus_fingerprint, passages=len(self.passage_ids)),
+                "encoder": encoder,
+                "embedding_dim": int(self.faiss_index.d),
+            },
+        )
 
     @classmethod
     def load(
@@ -259,42 +314,71 @@ class DenseRetriever:
     ) -> DenseRetriever:
         """The index in ``directory``; refused (``DataFormatError``) when built from other ``passages``, with
         another encoder than ``like``'s (default: the manifest's ``encoder``) or other index settings. Device,
-        batch size, ``hnsw_ef_search``, progress and threads come from ``like``."""
+        batch size, ``hnsw_ef_search``, progress, threads and ``mmap`` come from ``like``."""
         src = Path(directory)
         manifest = read_manifest(src)
         check_target(src, manifest, cls)
         check_corpus(src, manifest, passages)
         if like is not None and not isinstance(like, DenseRetriever):
-            raise TypeError(f"DenseRetriever.load(like=...) takes a DenseRetriever, got {type(like).__name__}.")
+            raise TypeError(
+                f"DenseRetriever.load(like=...) takes a DenseRetriever, got {type(like).__name__}."
+            )
         built = manifest.get("params", {})
         if like is not None:
             retriever = cls(**like._config())
             retriever._loaded = like.encoder()
         else:
             hnsw = built.get("index") == "hnsw"
-            retriever = cls(model_path=manifest.get("encoder"), index=built.get("index", "flat"),
-                            index_title=built.get("index_title", True), pooling=built.get("pooling", "cls"),
-                            **({"hnsw_m": built["hnsw_m"], "hnsw_ef_construction": built["hnsw_ef_construction"]}
-                               if hnsw else {}))
+            retriever = cls(
+                model_path=manifest.get("encoder"),
+                index=built.get("index", "flat"),
+                index_title=built.get("index_title", True),
+                pooling=built.get("pooling", "cls"),
+                **(
+                    {"hnsw_m": built["hnsw_m"], "hnsw_ef_construction": built["hnsw_ef_construction"]}
+                    if hnsw
+                    else {}
+                ),
+            )
         have = retriever.encoder().fingerprint
         if have != built.get("encoder_fingerprint"):
             raise DataFormatError(
-                src, None, f"built with encoder {built.get('encoder_fingerprint')} ({manifest.get('encoder')}), "
-                f"not retriever.model_path={retriever.model_path} ({have})", _ENCODER_FIX,
+                src,
+                None,
+                f"built with encoder {built.get('encoder_fingerprint')} ({manifest.get('encoder')}), "
+                f"not retriever.model_path={retriever.model_path} ({have})",
+                _ENCODER_FIX,
             )
         check_params(src, manifest, retriever.params())
         try:
             ids = json.loads((src / "ids.json").read_text(encoding="utf-8"))
-            index = _faiss().read_index(str(src / "index.faiss"))
+            faiss = _faiss()
+            flags = faiss.IO_FLAG_MMAP if retriever.mmap else 0
+            index = faiss.read_index(str(src / "index.faiss"), flags)
         except (OSError, ValueError, RuntimeError) as error:
-            raise DataFormatError(src, None, f"the index files are unreadable ({error})", REBUILD_FIX) from None
-        if not isinstance(ids, list) or index.ntotal != len(ids) or len(ids) != manifest["corpus"]["passages"]:
-            raise DataFormatError(src, None, f"index.faiss holds {index.ntotal} vectors, ids.json "
-                                  f"{len(ids) if isinstance(ids, list) else 'no list of'} ids, manifest.json "
-                                  f"{manifest['corpus']['passages']} passages", REBUILD_FIX)
+            raise DataFormatError(
+                src, None, f"the index files are unreadable ({error})", REBUILD_FIX
+            ) from None
+        if (
+            not isinstance(ids, list)
+            or index.ntotal != len(ids)
+            or len(ids) != manifest["corpus"]["passages"]
+        ):
+            raise DataFormatError(
+                src,
+                None,
+                f"index.faiss holds {index.ntotal} vectors, ids.json "
+                f"{len(ids) if isinstance(ids, list) else 'no list of'} ids, manifest.json "
+                f"{manifest['corpus']['passages']} passages",
+                REBUILD_FIX,
+            )
         if index.d != manifest.get("embedding_dim", index.d):
-            raise DataFormatError(src, None, f"index.faiss has dimension {index.d}, manifest.json "
-                                  f"{manifest['embedding_dim']}", REBUILD_FIX)
+            raise DataFormatError(
+                src,
+                None,
+                f"index.faiss has dimension {index.d}, manifest.json {manifest['embedding_dim']}",
+                REBUILD_FIX,
+            )
         retriever.faiss_index, retriever.passage_ids = index, [str(i) for i in ids]
         retriever.corpus_fingerprint = manifest["corpus"]["fingerprint"]
         return retriever

@@ -13,9 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from retrievals.token_cache import TokenizedCorpus
-
-__all__ = ["DTYPES", "ENGINES", "TermIndex", "check_dtype", "numba_kernel", "term_major_counts", "top_k"]
+__all__ = ["DTYPES", "ENGINES", "TermIndex", "check_dtype", "dense_mask", "numba_kernel", "top_k"]
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
@@ -87,6 +85,13 @@ def check_dtype(dtype: str) -> str:
     return dtype
 
 
+def dense_mask(df: np.ndarray, n_docs: int, dtype: str) -> np.ndarray:
+    """Terms whose postings (an int32 passage and a weight each) would take more memory than a full row of
+    weights: more than half the passages in float32, two thirds in float64."""
+    item = np.dtype(dtype).itemsize
+    return df * (np.dtype(np.int32).itemsize + item) > n_docs * item
+
+
 class TermIndex:
     """Per-term weights of the passages, in two parts.
 
@@ -125,9 +130,8 @@ class TermIndex:
         dense_terms = np.asarray(dense_terms, dtype=np.int64)
         dense_rows = np.ascontiguousarray(dense_rows, dtype=dtype).reshape(dense_terms.shape[0], self.n_docs)
         df = np.diff(indptr)
-        item = np.dtype(dtype).itemsize
-        move = np.flatnonzero(df * (indices.itemsize + item) > self.n_docs * item)
-        if move.size:  # build (or an index saved all-sparse): move the common terms to dense rows
+        move = np.flatnonzero(dense_mask(df, self.n_docs, dtype))
+        if move.size:  # an index saved all-sparse (format 1) or built so: move the common terms to dense rows
             rows = np.zeros((move.size, self.n_docs), dtype)
             keep = np.ones(data.shape[0], dtype=bool)
             for row, term in zip(rows, move.tolist(), strict=True):
@@ -164,8 +168,12 @@ class TermIndex:
             if weights is None:
                 vals = np.concatenate([data[a:b] for a, b in zip(starts, ends, strict=True)])
             else:  # products in float64, as the kernel forms them
-                vals = np.concatenate([np.multiply(data[a:b], w, dtype=np.float64)
-                                       for a, b, w in zip(starts, ends, weights[sparse].tolist(), strict=True)])
+                vals = np.concatenate(
+                    [
+                        np.multiply(data[a:b], w, dtype=np.float64)
+                        for a, b, w in zip(starts, ends, weights[sparse].tolist(), strict=True)
+                    ]
+                )
             out = np.bincount(idx, weights=vals, minlength=self.n_docs)
         for i in np.flatnonzero(~sparse).tolist():
             row = self.dense_rows[slots[i]]
@@ -184,38 +192,52 @@ class TermIndex:
         n = len(queries)
         offsets = np.zeros(n + 1, dtype=np.int64)
         np.cumsum([terms.shape[0] for terms, _ in queries], out=offsets[1:])
-        terms = np.concatenate([t for t, _ in queries]).astype(np.int64, copy=False) if n else np.zeros(0, np.int64)
+        terms = (
+            np.concatenate([t for t, _ in queries]).astype(np.int64, copy=False)
+            if n
+            else np.zeros(0, np.int64)
+        )
         weights = np.concatenate([w for _, w in queries]).astype(np.float64, copy=False) if n else np.zeros(0)
         const = np.zeros(n) if constants is None else np.asarray(constants, dtype=np.float64)
         out_i = np.empty((n, k), dtype=np.int64)
         out_s = np.empty((n, k), dtype=np.float64)
-        kernel(self.indptr, self.indices, self.data, self.dense_slot, self.dense_rows, offsets, terms, weights,
-               const, self.n_docs, k, out_i, out_s)
+        kernel(
+            self.indptr,
+            self.indices,
+            self.data,
+            self.dense_slot,
+            self.dense_rows,
+            offsets,
+            terms,
+            weights,
+            const,
+            self.n_docs,
+            k,
+            out_i,
+            out_s,
+        )
         return out_i, out_s
 
     def arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
-        return {f"{prefix}indptr": self.indptr, f"{prefix}indices": self.indices, f"{prefix}data": self.data,
-                f"{prefix}dense_terms": self.dense_terms, f"{prefix}dense_rows": self.dense_rows}
+        return {
+            f"{prefix}indptr": self.indptr,
+            f"{prefix}indices": self.indices,
+            f"{prefix}data": self.data,
+            f"{prefix}dense_terms": self.dense_terms,
+            f"{prefix}dense_rows": self.dense_rows,
+        }
 
     @classmethod
     def from_arrays(
         cls, arrays: Mapping[str, np.ndarray], n_docs: int, prefix: str = "", dtype: str = "float64"
     ) -> TermIndex:
         """The index :meth:`arrays` saved (or a format-1 one, all sparse: its common terms move to dense rows)."""
-        return cls(arrays[f"{prefix}indptr"], arrays[f"{prefix}indices"], arrays[f"{prefix}data"], n_docs,
-                   dtype=dtype, dense_terms=arrays.get(f"{prefix}dense_terms"),
-                   dense_rows=arrays.get(f"{prefix}dense_rows"))
-
-
-def term_major_counts(corpus: TokenizedCorpus) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Distinct (term, passage) pairs sorted by term then passage, with their counts (term frequencies)."""
-    n_docs = len(corpus)
-    docs = np.repeat(np.arange(n_docs, dtype=np.int64), corpus.lengths)
-    keys = corpus.ids.astype(np.int64) * n_docs + docs
-    keys.sort(kind="stable")
-    if keys.size == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
-    starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
-    tf = np.diff(np.append(starts, keys.size))
-    unique = keys[starts]
-    return unique // n_docs, unique % n_docs, tf
+        return cls(
+            arrays[f"{prefix}indptr"],
+            arrays[f"{prefix}indices"],
+            arrays[f"{prefix}data"],
+            n_docs,
+            dtype=dtype,
+            dense_terms=arrays.get(f"{prefix}dense_terms"),
+            dense_rows=arrays.get(f"{prefix}dense_rows"),
+        )

@@ -45,8 +45,11 @@ class TfidfRetriever(SparseRetriever):
         cache_dir: str | os.PathLike[str] | None = None,
         engine: str = "auto",
         dtype: str = "float64",
+        mmap: bool = False,
     ) -> None:
-        super().__init__(tokenizer, index_title=index_title, cache_dir=cache_dir, engine=engine, dtype=dtype)
+        super().__init__(
+            tokenizer, index_title=index_title, cache_dir=cache_dir, engine=engine, dtype=dtype, mmap=mmap
+        )
         try:
             import sklearn  # noqa: F401
         except ImportError:
@@ -58,15 +61,27 @@ class TfidfRetriever(SparseRetriever):
         self._column: np.ndarray | None = None  # our term id -> vectorizer column (-1: dropped by min/max_df)
 
     def params(self) -> dict[str, Any]:
-        return {"sublinear_tf": self.sublinear_tf, "smooth_idf": self.smooth_idf,
-                "min_df": self.min_df, "max_df": self.max_df, "dtype": self.dtype}
+        return {
+            "sublinear_tf": self.sublinear_tf,
+            "smooth_idf": self.smooth_idf,
+            "min_df": self.min_df,
+            "max_df": self.max_df,
+            "dtype": self.dtype,
+        }
 
     def _new_vectorizer(self, vocabulary: Mapping[str, int] | None = None) -> Any:
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         return TfidfVectorizer(
-            analyzer=_pretokenized, lowercase=False, sublinear_tf=self.sublinear_tf, smooth_idf=self.smooth_idf,
-            min_df=self.min_df, max_df=self.max_df, norm="l2", dtype=np.float64, vocabulary=vocabulary,
+            analyzer=_pretokenized,
+            lowercase=False,
+            sublinear_tf=self.sublinear_tf,
+            smooth_idf=self.smooth_idf,
+            min_df=self.min_df,
+            max_df=self.max_df,
+            norm="l2",
+            dtype=np.float64,
+            vocabulary=vocabulary,
         )
 
     def _build(self, corpus: TokenizedCorpus) -> None:
@@ -74,13 +89,16 @@ class TfidfRetriever(SparseRetriever):
         try:
             matrix = self.vectorizer.fit_transform(corpus.as_lists())
         except ValueError as error:  # e.g. min_df / max_df leave no term
-            raise ValueError(f"retriever=tfidf: {error}; relax retriever.min_df / retriever.max_df.") from None
+            raise ValueError(
+                f"retriever=tfidf: {error}; relax retriever.min_df / retriever.max_df."
+            ) from None
         self._finish(matrix.tocsc())
 
     def _finish(self, by_column: Any) -> None:
         by_column.sort_indices()
-        self._index = TermIndex(by_column.indptr, by_column.indices, by_column.data, by_column.shape[0],
-                                dtype=self.dtype)
+        self._index = TermIndex(
+            by_column.indptr, by_column.indices, by_column.data, by_column.shape[0], dtype=self.dtype
+        )
         columns = self.vectorizer.vocabulary_
         self._column = np.array([columns.get(t, -1) for t in self._ordered_vocab()], dtype=np.int64)
 
@@ -93,19 +111,31 @@ class TfidfRetriever(SparseRetriever):
     def _score(self, terms: np.ndarray, counts: np.ndarray) -> np.ndarray:
         return self._score_batch([(terms, counts)])[0]
 
-    def _query_vectors(self, queries: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    def _query_vectors(
+        self, queries: Sequence[tuple[np.ndarray, np.ndarray]]
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
         """The sklearn TF-IDF vector of each query as (vectorizer columns, weights)."""
         vocab = self._ordered_vocab_cached()
-        docs = [[vocab[t] for t, c in zip(terms.tolist(), counts.astype(int).tolist(), strict=True)
-                 for _ in range(c)] for terms, counts in queries]
+        docs = [
+            [
+                vocab[t]
+                for t, c in zip(terms.tolist(), counts.astype(int).tolist(), strict=True)
+                for _ in range(c)
+            ]
+            for terms, counts in queries
+        ]
         q = self.vectorizer.transform(docs).tocsr()
-        return [(q.indices[q.indptr[r] : q.indptr[r + 1]].astype(np.int64), q.data[q.indptr[r] : q.indptr[r + 1]])
-                for r in range(q.shape[0])]
+        return [
+            (q.indices[q.indptr[r] : q.indptr[r + 1]].astype(np.int64), q.data[q.indptr[r] : q.indptr[r + 1]])
+            for r in range(q.shape[0])
+        ]
 
     def _score_batch(self, queries: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
         """Cosine scores of several queries: their sklearn TF-IDF vectors against the passage matrix."""
-        return [self._index.scores(cols, weights) if cols.size else np.zeros(self._index.n_docs)
-                for cols, weights in self._query_vectors(queries)]
+        return [
+            self._index.scores(cols, weights) if cols.size else np.zeros(self._index.n_docs)
+            for cols, weights in self._query_vectors(queries)
+        ]
 
     def _topk_batch(self, queries, k):
         if self._kernel is None:
@@ -122,10 +152,10 @@ class TfidfRetriever(SparseRetriever):
         return {**self._index.arrays(), "idf": self.vectorizer.idf_, "column": self._column}
 
     def _restore(self, arrays: Mapping[str, np.ndarray], directory: Path) -> None:
-        column = arrays["column"]
+        column = np.array(arrays["column"])
         vocab = self._ordered_vocab()
         columns = {vocab[i]: int(c) for i, c in enumerate(column.tolist()) if c >= 0}
         self.vectorizer = self._new_vectorizer(vocabulary=columns)
-        self.vectorizer.idf_ = arrays["idf"]
+        self.vectorizer.idf_ = np.array(arrays["idf"])  # in RAM: scikit-learn keeps its own copy anyway
         self._index = TermIndex.from_arrays(arrays, len(self.passage_ids), dtype=self.dtype)
         self._column = column

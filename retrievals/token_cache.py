@@ -12,23 +12,25 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import numpy as np
 
 from core.cache import build_lock
 from core.files import write_text_atomic
+from retrievals.corpus import Passage
 from retrievals.tokenizers import Tokenizer
 
-__all__ = ["TokenizedCorpus", "savez_atomic", "tokenize_corpus"]
+__all__ = ["PassageTexts", "TokenizedCorpus", "savez_atomic", "tokenize_ahead", "tokenize_corpus"]
 
 log = logging.getLogger(__name__)
 
 _PARALLEL_MIN_TEXTS = 20_000
+_TOKENIZE_CHUNK = 256  # texts tokenised at once: enough for Kiwi's threads; few token strings alive at a time
 
 
 # ----------------------------------------------------------------------------- tokenised corpora
@@ -44,14 +46,23 @@ class TokenizedCorpus:
 
     @classmethod
     def from_lists(cls, token_lists: Iterable[Sequence[str]]) -> TokenizedCorpus:
+        return cls.from_chunks([list(token_lists)])
+
+    @classmethod
+    def from_chunks(cls, chunks: Iterable[Sequence[Sequence[str]]]) -> TokenizedCorpus:
+        """Token lists arriving a chunk at a time (e.g. from :func:`tokenize_corpus`): each chunk becomes int32
+        ids at once, so the strings of only one chunk are alive at any time. Ids follow first occurrence."""
         vocab: dict[str, int] = {}
-        flat: list[int] = []
-        offsets = [0]
         setdefault = vocab.setdefault
-        for tokens in token_lists:
-            flat.extend([setdefault(t, len(vocab)) for t in tokens])
-            offsets.append(len(flat))
-        return cls(list(vocab), np.asarray(flat, dtype=np.int32), np.asarray(offsets, dtype=np.int64))
+        ids: list[np.ndarray] = []
+        lengths: list[np.ndarray] = [np.zeros(1, dtype=np.int64)]
+        for lists in chunks:
+            sizes = np.fromiter(map(len, lists), np.int64, len(lists))
+            flat = (setdefault(t, len(vocab)) for tokens in lists for t in tokens)
+            ids.append(np.fromiter(flat, np.int32, int(sizes.sum())))
+            lengths.append(sizes)
+        flat_ids = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int32)
+        return cls(list(vocab), flat_ids, np.cumsum(np.concatenate(lengths)))
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -128,8 +139,13 @@ def _tokenize_texts(tokenizer: Tokenizer, texts: Sequence[str]) -> TokenizedCorp
     if tokenizer.python_only and tokenizer.num_workers >= 2 and len(texts) >= _PARALLEL_MIN_TEXTS:
         corpus = _parallel_tokenize(tokenizer, texts, tokenizer.num_workers)
     else:
-        corpus = TokenizedCorpus.from_lists(tokenizer.tokenize(texts))
-    log.info("Tokenised %d passages with %s in %.1fs", len(texts), tokenizer.name, time.perf_counter() - start)
+        chunks = (
+            tokenizer.tokenize(texts[i : i + _TOKENIZE_CHUNK]) for i in range(0, len(texts), _TOKENIZE_CHUNK)
+        )
+        corpus = TokenizedCorpus.from_chunks(chunks)
+    log.info(
+        "Tokenised %d passages with %s in %.1fs", len(texts), tokenizer.name, time.perf_counter() - start
+    )
     return corpus
 
 
@@ -152,11 +168,59 @@ def _parallel_tokenize(tokenizer: Tokenizer, texts: Sequence[str], workers: int)
     vocab: dict[str, int] = {}
     ids, offsets, shift = [], [np.zeros(1, dtype=np.int64)], 0
     for part_vocab, part_ids, part_offsets in parts:
-        mapping = np.fromiter((vocab.setdefault(t, len(vocab)) for t in part_vocab), np.int32, len(part_vocab))
+        mapping = np.fromiter(
+            (vocab.setdefault(t, len(vocab)) for t in part_vocab), np.int32, len(part_vocab)
+        )
         ids.append(mapping[part_ids] if part_ids.size else part_ids)
         offsets.append(part_offsets[1:] + shift)
         shift += int(part_offsets[-1])
     return TokenizedCorpus(list(vocab), np.concatenate(ids).astype(np.int32), np.concatenate(offsets))
+
+
+# ----------------------------------------------------------------------------- streaming
+
+
+class PassageTexts(Sequence[str]):
+    """The texts to index, made on demand: tokenising in chunks then never holds a second copy of the corpus."""
+
+    def __init__(self, passages: Sequence[Passage], text: Callable[[Passage], str]) -> None:
+        self._passages, self._text = passages, text
+
+    def __len__(self) -> int:
+        return len(self._passages)
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        if isinstance(index, slice):
+            return [self._text(p) for p in self._passages[index]]
+        return self._text(self._passages[index])
+
+
+T = TypeVar("T")
+
+
+def tokenize_ahead(
+    tokenizer: Tokenizer, texts: Sequence[str], chunk: int, convert: Callable[[list[list[str]]], T]
+) -> Iterator[T]:
+    """``convert(tokens)`` of each chunk of ``texts``, the next chunk tokenised in a worker thread while the
+    caller uses this one: Kiwi's analysis (most of a query's time) and the numba kernel both release the GIL,
+    so on two cores tokenising and scoring overlap. One worker: a tokenizer is never used by two threads."""
+    chunks = [texts[i : i + chunk] for i in range(0, len(texts), chunk)]
+    if len(chunks) <= 1:
+        yield from (convert(tokenizer.tokenize(part)) for part in chunks)
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="tokenize-ahead") as pool:
+        pending = pool.submit(lambda part: convert(tokenizer.tokenize(part)), chunks[0])
+        for part in chunks[1:]:
+            done = pending.result()
+            pending = pool.submit(lambda part: convert(tokenizer.tokenize(part)), part)
+            yield done
+        yield pending.result()
 
 
 # ----------------------------------------------------------------------------- atomic writes

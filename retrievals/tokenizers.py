@@ -33,9 +33,18 @@ from pathlib import Path
 from typing import Any
 
 from core.cache import build_once
+from core.errors import DataFormatError
 from core.files import write_text_atomic
+from retrievals.manifest import REBUILD_FIX
 
-__all__ = ["CONTENT_KIWI_TAGS", "DEFAULT_KIWI_TAGS", "TOKENIZER_NAMES", "Tokenizer", "build_tokenizer"]
+__all__ = [
+    "CONTENT_KIWI_TAGS",
+    "DEFAULT_KIWI_TAGS",
+    "TOKENIZER_NAMES",
+    "Tokenizer",
+    "build_tokenizer",
+    "check_index_tokenizer",
+]
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +130,9 @@ class Tokenizer:
             )
         cfg["kiwi_tags"] = sorted({str(t) for t in cfg["kiwi_tags"]})
         if "kiwi" in names and not cfg["kiwi_tags"]:
-            raise ValueError("retriever.tokenizer.kiwi_tags is empty: list the Kiwi tags to keep (e.g. NNG, NNP).")
+            raise ValueError(
+                "retriever.tokenizer.kiwi_tags is empty: list the Kiwi tags to keep (e.g. NNG, NNP)."
+            )
         self.names = names
         # Only the options a component uses enter the fingerprint, so a change elsewhere keeps the cache.
         used = {"name": "+".join(names), "lowercase": bool(cfg["lowercase"])}
@@ -186,7 +197,9 @@ class Tokenizer:
                     "tokenizer directory, or null to train a WordPiece vocabulary on the corpus."
                 ) from None
             if not getattr(fast, "is_fast", False):
-                raise ValueError(f"retriever.tokenizer.hf_name_or_path={source!r} has no fast (Rust) tokenizer.")
+                raise ValueError(
+                    f"retriever.tokenizer.hf_name_or_path={source!r} has no fast (Rust) tokenizer."
+                )
             self._set_hf(fast.backend_tokenizer.to_str())
             return self
         vocab_size = int(self._config["hf_vocab_size"])
@@ -202,8 +215,11 @@ class Tokenizer:
 
             start = time.perf_counter()
             trained = train_tokenizer((_normalise(t, lowercase) for t in texts), vocab_size=vocab_size)
-            log.info("Trained a %d-piece WordPiece vocabulary for retrieval in %.1fs", vocab_size,
-                     time.perf_counter() - start)
+            log.info(
+                "Trained a %d-piece WordPiece vocabulary for retrieval in %.1fs",
+                vocab_size,
+                time.perf_counter() - start,
+            )
             return trained.backend_tokenizer.to_str()
 
         if cache_dir is None:
@@ -289,7 +305,9 @@ class Tokenizer:
         self.prepare()
         keep = frozenset(self._config["kiwi_tags"])
         normalised = [_normalise(t, False) for t in texts]
-        results = self._kiwi.tokenize(normalised) if len(normalised) > 1 else [self._kiwi.tokenize(normalised[0])]
+        results = (
+            self._kiwi.tokenize(normalised) if len(normalised) > 1 else [self._kiwi.tokenize(normalised[0])]
+        )
         out = []
         for tokens in results:
             forms = [tok.form for tok in tokens if tok.tag.split("-", 1)[0] in keep]
@@ -313,3 +331,34 @@ def build_tokenizer(spec: str | Mapping[str, Any] | Tokenizer | None) -> Tokeniz
             )
         return Tokenizer(spec)
     raise ValueError(f"retriever.tokenizer must be a name or a mapping, got {type(spec).__name__}.")
+
+
+def check_index_tokenizer(
+    src: Path, built: Mapping[str, Any], tokenizer: str | Mapping[str, Any] | Tokenizer | None
+) -> None:
+    """Refuse an index tokenised otherwise than ``tokenizer`` (``built``: the manifest's tokenizer entry); warn
+    when the tokenizer library changed since."""
+    if tokenizer is not None:
+        wanted = build_tokenizer(tokenizer).config
+        if wanted != built["config"]:
+            raise DataFormatError(
+                src,
+                None,
+                f"the index was built with tokenizer {json.dumps(built['config'], ensure_ascii=False, sort_keys=True)}"
+                f" but {json.dumps(wanted, ensure_ascii=False, sort_keys=True)} was asked for",
+                f"set retriever.tokenizer to the index's, or {REBUILD_FIX}",
+            )
+    built_versions = built.get("versions", {})
+    now_versions = build_tokenizer(built["config"]).versions()
+    changed = {
+        k: (built_versions[k], v)
+        for k, v in now_versions.items()
+        if k in built_versions and built_versions[k] != v
+    }
+    if changed:
+        log.warning(
+            "%s was tokenised with %s; now installed: %s. Tokens may differ slightly: rebuild the index if results look off",
+            src,
+            {k: a for k, (a, _) in changed.items()},
+            {k: b for k, (_, b) in changed.items()},
+        )

@@ -1,5 +1,8 @@
 """Sparse retrieval: BM25 parity with rank-bm25, TF-IDF vs sklearn, recall on the embedded set, index
-save / load, corpus loaders, tokenisers, ``run_retrieve``, and a clear message for every bad input."""
+save / load, corpus loaders, tokenisers, ``run_retrieve``, and a clear message for every bad input.
+
+Scoring tests run on both engines (``ENGINES``): the numba kernel the benchmarks report, and the numpy
+fallback; numba is in the ``dev`` extra, so none of them is skipped."""
 
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from tasks.retrieve import read_corpus, read_queries, run_retrieve
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "mrc_sample"
 CHAR = {"name": "char_ngram", "ngram_min": 2, "ngram_max": 2}
+ENGINES = ["numpy", "numba"]
 
 
 @pytest.fixture(scope="module")
@@ -62,17 +66,31 @@ class _Pretokenized:
         return [Passage(f"p{i}", " ".join(tokens)) for i, tokens in enumerate(token_lists)]
 
 
+def _assert_ranked_like(result, reference_scores, k, atol):
+    """A search result against full reference score vectors: the k best scores, best first, each the
+    reference score of the passage returned."""
+    for ids, scores, full in zip(result.ids, result.scores, reference_scores, strict=True):
+        np.testing.assert_allclose(scores, np.sort(full)[::-1][:k], rtol=0, atol=atol)
+        np.testing.assert_allclose(scores, full[[int(i[1:]) for i in ids]], rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("epsilon", [0.25, 0.0, 1.0])
-def test_fast_bm25_equals_rank_bm25_with_negative_idf(epsilon):
-    retriever = BM25Retriever(tokenizer="whitespace", epsilon=epsilon, index_title=False, dtype="float64")
+def test_fast_bm25_equals_rank_bm25_with_negative_idf(epsilon, engine):
+    retriever = BM25Retriever(
+        tokenizer="whitespace", epsilon=epsilon, index_title=False, dtype="float64", engine=engine
+    )
     retriever.index(_Pretokenized.passages(TINY))
     reference = rank_bm25.BM25Okapi(TINY, epsilon=epsilon)
     assert reference.idf["a"] == pytest.approx(epsilon * reference.average_idf)  # the floor is in use
     assert reference.idf["b"] == 0.0  # df = N/2: idf exactly 0, not floored
     for term, idf in reference.idf.items():
         assert retriever.idf[term] == pytest.approx(idf, abs=1e-12)
-    for query in (["a"], ["b", "b", "x"], ["a", "q", "unknown"], ["y", "z", "u", "a", "b"]):
+    queries = (["a"], ["b", "b", "x"], ["a", "q", "unknown"], ["y", "z", "u", "a", "b"])
+    for query in queries:
         np.testing.assert_allclose(retriever.get_scores(query), reference.get_scores(query), rtol=0, atol=1e-9)
+    result = retriever.search_tokens(list(queries), len(TINY))  # the engine's own scoring and top k
+    _assert_ranked_like(result, [reference.get_scores(q) for q in queries], len(TINY), 1e-9)
 
 
 @pytest.mark.parametrize(
@@ -83,17 +101,24 @@ def test_fast_bm25_equals_rank_bm25_with_negative_idf(epsilon):
         ("bm25plus", rank_bm25.BM25Plus, {"k1": 1.5, "b": 0.75, "delta": 1.0}),
     ],
 )
-def test_fast_bm25_equals_rank_bm25_on_korean_text(small, questions, variant, cls, kwargs):
-    retriever = BM25Retriever(tokenizer=CHAR, variant=variant, dtype="float64", **kwargs).index(small)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_fast_bm25_equals_rank_bm25_on_korean_text(small, questions, variant, cls, kwargs, engine):
+    retriever = BM25Retriever(tokenizer=CHAR, variant=variant, dtype="float64", engine=engine, **kwargs)
+    retriever.index(small)
     tokens = retriever.tokenizer.tokenize(_texts(retriever, small))
     reference = cls(tokens, **kwargs)
-    for query in retriever.tokenizer.tokenize([q.question for q in questions[:25]]):
+    queries = retriever.tokenizer.tokenize([q.question for q in questions[:25]])
+    for query in queries:
         np.testing.assert_allclose(retriever.get_scores(query), reference.get_scores(query), rtol=0, atol=1e-6)
+    result = retriever.search([q.question for q in questions[:25]], 20)
+    for scores, query in zip(result.scores, queries, strict=True):
+        np.testing.assert_allclose(scores, np.sort(reference.get_scores(query))[::-1][:20], rtol=0, atol=1e-6)
 
 
-def test_parity_mode_ranks_like_fast_mode(small, questions):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_parity_mode_ranks_like_fast_mode(small, questions, engine):
     texts = [q.question for q in questions[:20]]
-    fast = BM25Retriever(tokenizer=CHAR).index(small).search(texts, 10)
+    fast = BM25Retriever(tokenizer=CHAR, engine=engine).index(small).search(texts, 10)
     slow = BM25Retriever(tokenizer=CHAR, mode="rank_bm25").index(small).search(texts, 10)
     assert fast.ids == slow.ids
     np.testing.assert_allclose(np.array(fast.scores), np.array(slow.scores), rtol=0, atol=1e-9)
@@ -109,7 +134,6 @@ def test_parity_mode_ranks_like_fast_mode(small, questions):
     ids=["okapi", "bm25plus", "tfidf"],
 )
 def test_numba_engine_returns_exactly_the_numpy_results(small, questions, make):
-    pytest.importorskip("numba")
     queries = [q.question for q in questions[:60]] + [small[3].title, small[3].title + " " + small[3].title]
     expected = make("numpy").index(small).search(queries, 50)
     got = make("numba").index(small).search(queries, 50)
@@ -141,7 +165,6 @@ def _zipf_corpus(n_passages: int, seed: int = 0) -> list[list[str]]:
 def test_numba_engine_equals_numpy_on_a_large_corpus_with_ties(make, dtype, n_passages):
     """Common terms stored as dense rows, and the kernel's sampled-threshold top k (from 512 passages; 1,024
     samples from 8,192) against numpy's full sort, ties (duplicate passages, one-word queries) included."""
-    pytest.importorskip("numba")
     tokens = _zipf_corpus(n_passages)
     passages = [Passage(f"p{i}", "") for i in range(len(tokens))]
     rng = np.random.default_rng(1)
@@ -162,7 +185,6 @@ def test_numba_dense_top_k_falls_back_exactly():
     """The kernel's threshold guess failing: ties so massive that the candidates overflow, and guesses from
     sampled passages (every 11th of 12k, each with the rarer "b") that outscore the rest: too few candidates,
     then enough at a lower guess, or never enough (the heap over all passages)."""
-    pytest.importorskip("numba")
     tokens = [["a"] * (1 + i % 2) + (["b"] if i % 11 == 0 else []) + ["c", f"r{i % 50}"] for i in range(12_000)]
     passages = [Passage(f"p{i}", "") for i in range(len(tokens))]
     numpy_side = BM25Retriever(tokenizer="whitespace", engine="numpy").index_tokens(passages, tokens)
@@ -176,15 +198,19 @@ def test_numba_dense_top_k_falls_back_exactly():
 
 @pytest.mark.parametrize(
     "make",
-    [lambda dtype: BM25Retriever(tokenizer=CHAR, dtype=dtype), lambda dtype: TfidfRetriever(tokenizer=CHAR, dtype=dtype)],
+    [
+        lambda dtype, engine: BM25Retriever(tokenizer=CHAR, dtype=dtype, engine=engine),
+        lambda dtype, engine: TfidfRetriever(tokenizer=CHAR, dtype=dtype, engine=engine),
+    ],
     ids=["bm25", "tfidf"],
 )
-def test_float32_ranks_like_float64(corpus, questions, make):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_float32_ranks_like_float64(corpus, questions, make, engine):
     """float32 weights: the same top 20 as float64 for every embedded question, except where two passages'
     float64 scores are equal to float32 precision; scores within 1e-6 relative (half the index memory)."""
     queries = [q.question for q in questions]
-    wide = make("float64").index(corpus)
-    narrow = make("float32").index(corpus)
+    wide = make("float64", engine).index(corpus)
+    narrow = make("float32", engine).index(corpus)
     assert narrow._index.data.dtype == np.float32 and narrow._index.dense_rows.dtype == np.float32
     expected, got = wide.search(queries, 20), narrow.search(queries, 20)
     position = {p.id: i for i, p in enumerate(corpus)}
@@ -221,10 +247,11 @@ def test_top_k_breaks_ties_by_corpus_order():
 # ----------------------------------------------------------------------------- TF-IDF
 
 
-def test_tfidf_equals_direct_sklearn_cosine(small, questions):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_tfidf_equals_direct_sklearn_cosine(small, questions, engine):
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    retriever = TfidfRetriever(tokenizer=CHAR, sublinear_tf=True).index(small)
+    retriever = TfidfRetriever(tokenizer=CHAR, sublinear_tf=True, engine=engine).index(small)
     tok = retriever.tokenizer
     direct = TfidfVectorizer(analyzer=tok, lowercase=False, sublinear_tf=True)
     matrix = direct.fit_transform(_texts(retriever, small))
@@ -234,6 +261,8 @@ def test_tfidf_equals_direct_sklearn_cosine(small, questions):
         np.testing.assert_allclose(retriever.get_scores(query), row, rtol=0, atol=1e-9)
     result = retriever.search(queries, 5)
     assert result.ids[0][0] == small[int(np.argmax(expected[0]))].id
+    for scores, row in zip(result.scores, expected, strict=True):
+        np.testing.assert_allclose(scores, np.sort(row)[::-1][:5], rtol=0, atol=1e-9)
 
 
 # ----------------------------------------------------------------------------- recall on the embedded set
@@ -255,10 +284,11 @@ def test_recall_on_embedded_validation_set_default_tokenizer(corpus, questions, 
     assert metrics["recall@20"] >= 0.99
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize(("cls", "floor_at_1"), [(BM25Retriever, 0.95), (TfidfRetriever, 0.94)])
-def test_recall_on_embedded_validation_set_char_bigrams(corpus, questions, cls, floor_at_1):
+def test_recall_on_embedded_validation_set_char_bigrams(corpus, questions, cls, floor_at_1, engine):
     # Measured: BM25 0.974 / 0.996 / 1.000, TF-IDF 0.967 / 0.993 / 1.000.
-    metrics = _recall(cls(tokenizer=CHAR).index(corpus), corpus, questions)
+    metrics = _recall(cls(tokenizer=CHAR, engine=engine).index(corpus), corpus, questions)
     assert metrics["recall@1"] >= floor_at_1
     assert metrics["recall@20"] >= 0.99
 
@@ -278,26 +308,41 @@ def test_metrics_by_hand():
 @pytest.mark.parametrize(
     "make",
     [
-        lambda: BM25Retriever(tokenizer=CHAR),
-        lambda: BM25Retriever(tokenizer=CHAR, mode="rank_bm25", variant="bm25plus"),
-        lambda: TfidfRetriever(tokenizer=CHAR),
-        lambda: BM25Retriever(tokenizer={"name": "hf", "hf_vocab_size": 1000}),
-        lambda: BM25Retriever(tokenizer=CHAR, dtype="float32"),
-        lambda: TfidfRetriever(tokenizer=CHAR, dtype="float32"),
+        lambda **kw: BM25Retriever(tokenizer=CHAR, **kw),
+        lambda **kw: BM25Retriever(tokenizer=CHAR, mode="rank_bm25", variant="bm25plus", **kw),
+        lambda **kw: TfidfRetriever(tokenizer=CHAR, **kw),
+        lambda **kw: BM25Retriever(tokenizer={"name": "hf", "hf_vocab_size": 1000}, **kw),
+        lambda **kw: BM25Retriever(tokenizer=CHAR, dtype="float32", **kw),
+        lambda **kw: TfidfRetriever(tokenizer=CHAR, dtype="float32", **kw),
     ],
     ids=["bm25-fast", "bm25-rank_bm25", "tfidf", "bm25-hf", "bm25-float32", "tfidf-float32"],
 )
-def test_save_load_round_trip(small, questions, tmp_path, make):
-    retriever = make().index(small)
+@pytest.mark.parametrize(("engine", "mmap"), [("numpy", False), ("numba", True)])
+def test_save_load_round_trip(small, questions, tmp_path, make, engine, mmap):
+    """Every kind of index saves as one .npy per array (no pickle) and loads, into RAM or memory-mapped
+    (``mmap``: BM25's fast mode also builds through files), to the same results."""
+    from retrievals.index_files import npy_file
+
+    retriever = make(engine=engine, mmap=mmap, cache_dir=tmp_path / "cache").index(small)
     queries = [q.question for q in questions[:30]]
     before = retriever.search(queries, 10)
     retriever.save(tmp_path / "index")
     files = sorted(p.name for p in (tmp_path / "index").iterdir())
-    assert "manifest.json" in files and all(p.endswith((".json", ".npz")) for p in files), files
-    with np.load(tmp_path / "index" / "index.npz", allow_pickle=False) as arrays:
-        assert arrays.files
-    loaded = load_retriever(tmp_path / "index", passages=small, tokenizer=retriever.tokenizer.config,
-                            params=retriever.params())
+    assert "manifest.json" in files and all(p.endswith((".json", ".npy")) for p in files), files
+    for name in files:
+        if name.endswith(".npy"):
+            assert np.load(tmp_path / "index" / name, allow_pickle=False).dtype != object
+    loaded = load_retriever(
+        tmp_path / "index",
+        passages=small,
+        tokenizer=retriever.tokenizer.config,
+        params=retriever.params(),
+        engine=engine,
+        mmap=mmap,
+    )
+    if getattr(loaded, "_index", None) is not None:
+        mapped = npy_file(loaded._index.data)
+        assert (mapped is not None) == mmap and (not mmap or mapped.parent == tmp_path / "index")
     assert type(loaded) is type(retriever)
     assert loaded.params() == retriever.params()  # dtype included
     if getattr(retriever, "_index", None) is not None:
@@ -520,8 +565,9 @@ def _cfg(tmp_path, **over):
     return cfg
 
 
-def test_run_retrieve_writes_results_metrics_and_plot(tmp_path):
-    cfg = _cfg(tmp_path, top_k=5, index_dir=str(tmp_path / "ix"))
+@pytest.mark.parametrize(("engine", "mmap"), [("numpy", False), ("numba", True)])
+def test_run_retrieve_writes_results_metrics_and_plot(tmp_path, engine, mmap):
+    cfg = _cfg(tmp_path, top_k=5, index_dir=str(tmp_path / "ix"), engine=engine, mmap=mmap)
     metrics = run_retrieve(cfg, str(SAMPLE / "validation.json"), tmp_path / "run")
     retrieved = json.loads((tmp_path / "run" / "retrieved.json").read_text(encoding="utf-8"))
     assert len(retrieved) == 459 and all(len(v) == 5 for v in retrieved.values())
