@@ -11,15 +11,13 @@ Runs, each in its own process with its defaults (``--quick`` passes ``--quick``)
    (run_qa-style) and this framework, with and without length-grouped batches, on the embedded set and a
    generated long-context set;
 2. ``preprocess.py``: doc-stride features/s against run_qa's ``prepare_*_features``; cold build and cache hit;
-3. ``inference.py``: ``task=validate`` / ``task=predict`` samples/s against HF ``Trainer.predict`` on the same
-   features and weights;
-4. ``postprocess.py``: span decoding of 6,000 questions against ``utils_qa.postprocess_qa_predictions``,
+3. ``postprocess.py``: span decoding of 6,000 questions against ``utils_qa.postprocess_qa_predictions``,
    with the agreement of the predictions (must be 100%);
-5. ``memory.py``: peak RSS of building a retrieval index (ours, rank-bm25, bm25s, scikit-learn) and of
+4. ``memory.py``: peak RSS of building a retrieval index (ours, rank-bm25, bm25s, scikit-learn) and of
    ``task=retrieve`` against its index;
-6. ``retrieval.py``: BM25 queries/s on 60,000 passages, query tokenisation included, against bm25s and
+5. ``retrieval.py``: BM25 queries/s on 60,000 passages, query tokenisation included, against bm25s and
    rank-bm25;
-7. ``odqa_scale.py``: ``task=odqa`` on a 60,000-passage corpus with 600 questions against the contest
+6. ``odqa_scale.py``: ``task=odqa`` on a 60,000-passage corpus with 600 questions against the contest
    baseline (scikit-learn TF-IDF + run_qa + ``Trainer.predict``), seconds and peak RSS per stage.
 
 Not in the set: ``retrieval_scale.py`` (1M passages, memory-mapped indexes; tables in docs/retrieval.md),
@@ -37,7 +35,7 @@ import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-SCRIPTS = ("train_throughput", "preprocess", "inference", "postprocess", "memory", "retrieval", "odqa_scale")
+SCRIPTS = ("train_throughput", "preprocess", "postprocess", "memory", "retrieval", "odqa_scale")
 
 
 def run_script(name: str, arguments: list[str], report: list[str]) -> int:
