@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 import torch
 
+from datamodules.mrc_feature_cache import cached_features
 from datamodules.mrc_features import (
     DataCollatorForQA,
     build_eval_features,
     build_train_features,
-    cached_features,
     collate_qa,
 )
 from models.backbone import train_tokenizer
@@ -306,7 +306,27 @@ class CountingTokenizer:
         return self.inner(*args, **kwargs)
 
     def __getattr__(self, name):
-        return getattr(self.inner, name)
+        value = getattr(self.inner, name)
+        # the builders tokenise through the Rust backend's encode_batch, not through __call__
+        return _CountingBackend(value, self) if name == "backend_tokenizer" else value
+
+
+class _CountingBackend:
+    """The Rust tokenizer, counting ``encode_batch`` calls on its owner; everything else goes through."""
+
+    def __init__(self, inner, owner):
+        object.__setattr__(self, "_inner", inner)
+        object.__setattr__(self, "_owner", owner)
+
+    def encode_batch(self, *args, **kwargs):
+        self._owner.calls += 1
+        return self._inner.encode_batch(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def __setattr__(self, name, value):
+        setattr(self._inner, name, value)
 
 
 def test_cache_reloads_without_tokenising_and_keys_on_settings(tok, tmp_path):
