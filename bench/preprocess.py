@@ -73,7 +73,8 @@ def bench_dataset(
     from datasets import Dataset, disable_progress_bars, load_dataset
     from transformers import AutoTokenizer
 
-    from datamodules.mrc_features import build_eval_features, build_train_features, cached_features
+    from datamodules.mrc_feature_cache import cached_features
+    from datamodules.mrc_features import build_eval_features, build_train_features
     from datamodules.mrc_formats import load_mrc_examples
 
     disable_progress_bars()

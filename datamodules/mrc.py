@@ -24,12 +24,12 @@ from datamodules.curriculum import (
     per_feature,
 )
 from datamodules.kfold import fold_assignment, fold_report, warn_leaks
+from datamodules.mrc_feature_cache import cached_features
 from datamodules.mrc_features import (
     DataCollatorForQA,
     WindowTooSmallError,
     build_eval_features,
     build_train_features,
-    cached_features,
 )
 from datamodules.mrc_formats import MRCExample, load_mrc_examples
 from datamodules.negatives import (
