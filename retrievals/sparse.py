@@ -51,6 +51,7 @@ from retrievals.manifest import (
     write_manifest,
 )
 from retrievals.protocol import SearchResult, check_k, check_passages, check_queries
+from retrievals.query_terms import term_counts, warn_empty_queries
 from retrievals.term_index import check_dtype, numba_kernel, top_k
 from retrievals.token_cache import PassageTexts, TokenizedCorpus, tokenize_ahead, tokenize_corpus
 from retrievals.tokenizers import Tokenizer, build_tokenizer, check_index_tokenizer
@@ -98,6 +99,7 @@ class SparseRetriever(ABC):
         self.index_title = bool(index_title)
         self.cache_dir = str(cache_dir) if cache_dir else None
         self.passage_ids: list[str] = []
+        self._pid_array: np.ndarray | None = None  # passage_ids as an array, for fancy indexing by rank
         self.vocab: dict[str, int] = {}
         self.corpus_fingerprint: str | None = None
         self.index_seconds: float | None = None
@@ -246,17 +248,7 @@ class SparseRetriever(ABC):
 
     def query_terms(self, token_lists: Sequence[Sequence[str]]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per query, the distinct known term ids and their counts (unknown tokens score 0 and are dropped)."""
-        out = []
-        get = self.vocab.get
-        for tokens in token_lists:
-            counts: dict[int, int] = {}
-            for token in tokens:
-                term = get(token)
-                if term is not None:
-                    counts[term] = counts.get(term, 0) + 1
-            size = len(counts)
-            out.append((np.fromiter(counts, np.int64, size), np.fromiter(counts.values(), np.float64, size)))
-        return out
+        return term_counts(self.vocab, token_lists)
 
     def search(self, queries: Sequence[str], k: int = 20) -> SearchResult:
         """Top-``k`` passages for each query, best first (ties in corpus order)."""
@@ -280,7 +272,7 @@ class SparseRetriever(ABC):
         self, chunks: Iterable[tuple[QueryTerms, list[bool]]], n: int, k: int, queries: Sequence[str] | None
     ) -> SearchResult:
         """Score chunks of tokenised queries (as they arrive) and collect each query's top ``k``."""
-        pids = getattr(self, "_pid_array", None)
+        pids = self._pid_array
         if pids is None or pids.shape[0] != len(self.passage_ids):
             pids = self._pid_array = np.array(self.passage_ids, dtype=object)
         ids_out: list[list[str]] = [[] for _ in range(n)]
@@ -304,30 +296,8 @@ class SparseRetriever(ABC):
                 no_tokens += [offset + qi for qi in dead if empty[qi]]
                 unknown += [offset + qi for qi in dead if not empty[qi]]
             offset += len(terms_all)
-        self._warn_empty(no_tokens, unknown, queries, n)
+        warn_empty_queries(no_tokens, unknown, queries, n, self.tokenizer.name)
         return SearchResult(ids_out, scores_out)
-
-    def _warn_empty(
-        self, no_tokens: list[int], unknown: list[int], queries: Sequence[str] | None, n: int
-    ) -> None:
-        def show(idx: list[int]) -> str:
-            return ", ".join(repr(queries[i]) if queries is not None else f"#{i}" for i in idx[:3])
-
-        if no_tokens:
-            log.warning(
-                "%d of %d queries have no tokens under tokenizer %s (e.g. %s): they get no results",
-                len(no_tokens),
-                n,
-                self.tokenizer.name,
-                show(no_tokens),
-            )
-        if unknown:
-            log.warning(
-                "%d of %d queries share no token with the index vocabulary (e.g. %s): they get no results",
-                len(unknown),
-                n,
-                show(unknown),
-            )
 
     def get_scores(self, query_tokens: Sequence[str]) -> np.ndarray:
         """Scores of every passage (corpus order) for one tokenised query, e.g. for parity checks."""
