@@ -15,6 +15,7 @@ from tasks.odqa import task_odqa
 from tasks.predict import task_predict
 from tasks.retrieve import task_retrieve
 from tasks.score import task_score
+from tasks.sweep_summary import task_sweep_summary
 from tasks.validate import task_validate
 
 TaskVerb = Callable[[DictConfig, Path], dict[str, Any]]
@@ -28,4 +29,5 @@ TASKS: dict[str, TaskVerb] = {
     "retrieve": task_retrieve,
     "odqa": task_odqa,
     "export": task_export,
+    "sweep_summary": task_sweep_summary,
 }

@@ -14,11 +14,15 @@ DEFAULTS: dict[str, Any] = {
     "_target_": "hydra_plugins.kornlp_sweepers.optuna_study_sweeper.OptunaStudySweeper",
     # maximize | minimize the job's return value (main.py returns metrics[optimized_metric])
     "direction": "maximize",
-    # trials in the study, counting those of an earlier run of the same sweep dir (resume)
+    # trials in the study, counting those of an earlier run and of every worker sharing it (0: only the
+    # summary)
     "n_trials": 20,
+    # None: "sweep"
     "study_name": None,
-    # None: sqlite:///<hydra.sweep.dir>/optuna.db
+    # None: sqlite:///<hydra.sweep.dir>/optuna.db; a database URL (postgresql://...) or journal:<file> to
+    # share it
     "storage": None,
+    # an optuna.samplers class with _partial_: true (built per trial with seed + trial number), or None: TPE
     "sampler": None,
     "pruner": None,
     # {override key: Hydra sweep expression}, e.g. {"model.optimizer.lr": "tag(log, interval(1e-5, 1e-3))"}
@@ -27,6 +31,10 @@ DEFAULTS: dict[str, Any] = {
     "enqueue_trials": [],
     # worker processes running trials at the same time (-1: one per GPU, or per CPU core without GPUs)
     "n_jobs": 1,
+    # database storages: a running trial's heartbeat (seconds); a trial without one for grace_period is failed
+    # (its worker died) and queued again
+    "heartbeat_interval": 15,
+    "grace_period": 60,
 }
 ConfigStore.instance().store(group="hydra/sweeper", name="optuna_study", node=DEFAULTS, provider="kornlp")
 
