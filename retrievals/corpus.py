@@ -114,7 +114,7 @@ def load_corpus(
     src = Path(path)
     if not src.exists():
         raise FileNotFoundError(f"retriever.corpus_file={src}: no such file or directory.")
-    if src.is_file() and not src.read_text(encoding="utf-8-sig").strip():
+    if src.is_file() and _is_blank(src):
         raise DataFormatError(src, None, "the corpus file is empty", f"expected one of: {CORPUS_LAYOUTS}")
     source = read_source(src, split=split)
     rows: list[tuple[str, Any]] | None = None
@@ -131,6 +131,15 @@ def load_corpus(
     passages = [_passage(src, where, row) for where, row in rows]
     _check_corpus(src, passages, [where for where, _ in rows])
     return passages
+
+
+def _is_blank(src: Path) -> bool:
+    """Whether the file holds only whitespace, read a megabyte at a time (not the whole corpus a second time)."""
+    with open(src, encoding="utf-8-sig") as handle:
+        while chunk := handle.read(1 << 20):
+            if chunk.strip():
+                return False
+    return True
 
 
 def _is_passage(row: Mapping[str, Any]) -> bool:

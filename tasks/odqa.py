@@ -13,6 +13,7 @@ Two ways to read (``odqa.mode``):
 from __future__ import annotations
 
 import bisect
+import gc
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -47,6 +48,7 @@ __all__ = [
     "concatenated_examples",
     "passage_examples",
     "read_retrieved",
+    "retrieve_for_reading",
     "span_weights",
     "task_odqa",
 ]
@@ -56,10 +58,13 @@ log = logging.getLogger(__name__)
 MODES = ("separate", "concat")
 WEIGHTS_FILE = "odqa_weights.json"
 
+
 @dataclass
 class Reading:
     """What reading the retrieved passages gave: the questions, their passages, the reader's n-best lists
-    (per passage example in ``separate`` mode, per question in ``concat``) and the gold when the file has it."""
+    (per passage example in ``separate`` mode, per question in ``concat``) and the gold when the file has it.
+
+    ``passages`` holds the passages retrieved and each question's gold passages (corpus order), not the corpus."""
 
     queries: list[Query]
     passages: list[Passage]
@@ -79,12 +84,53 @@ def read_retrieved(
     cfg: DictConfig, mode: str, retrieve: Callable[[list[Query], list[Passage]], dict] | None = None
 ) -> Reading:
     """Retrieve ``retriever.top_k`` passages per question (or what ``retrieve(queries, passages)`` returns) and
-    read them with the reader of ``ckpt_path``, one by one or joined (``mode``)."""
+    read them with the reader of ``ckpt_path``, one by one or joined (``mode``).
+
+    The retriever, its index and the corpus are freed before the reader is built (:func:`retrieve_for_reading`):
+    ``Reading.passages`` holds only the passages retrieved and each question's gold passages."""
     ckpt = checkpoint_arg(cfg, "the reader checkpoint (a fit run's checkpoints/last.ckpt)")
     split_key = "test" if cfg.datamodule.get("test_file") else "validation"
     questions_file = require(cfg, f"datamodule.{split_key}_file", "the questions to answer")
     split = cfg.datamodule.get(f"{split_key}_split")
     queries = read_queries(questions_file, split=split)
+    passages, retrieved, retrieval = retrieve_for_reading(cfg, queries, questions_file, split, retrieve)
+    gc.collect()  # the index and the corpus are unreachable now: return their memory before the reader loads
+    top_k = int(cfg.retriever.top_k)
+    run = build_run(cfg)
+    verify_checkpoint(ckpt, run)
+    joiner = str(cfg.odqa.get("joiner", " "))
+    examples = (
+        concatenated_examples(queries, retrieved, joiner) if mode == "concat" else passage_examples(queries, retrieved)
+    )
+    run["datamodule"].provide_examples("test", examples)
+    del examples  # the datamodule holds its own list
+    run["trainer"].predict(
+        run["model"], datamodule=run["datamodule"], ckpt_path=ckpt, return_predictions=False, weights_only=True
+    )
+    metrics: dict[str, Any] = {
+        "questions": len(queries),
+        "passages_per_question": top_k,
+        "retriever": retrieval["retriever"],
+        "mode": mode,
+        "index_seconds": retrieval["index_seconds"],
+        "checkpoint": str(ckpt),
+    }
+    gold = load_mrc_examples(questions_file, require_answers=False, split=split)
+    return Reading(queries, passages, retrieved, run["model"].last_nbest, gold, str(questions_file), split, metrics)
+
+
+def retrieve_for_reading(
+    cfg: DictConfig,
+    queries: list[Query],
+    questions_file: str,
+    split: str | None,
+    retrieve: Callable[[list[Query], list[Passage]], dict] | None = None,
+) -> tuple[list[Passage], dict[str, list[tuple[Passage, float]]], dict[str, Any]]:
+    """Index (or load) the corpus and retrieve, in a scope of its own, so that the retriever, its index and the
+    corpus are freed when this returns, before the reader is built (at 60k passages they are hundreds of MB that
+    reading would otherwise hold on top of its own peak). Returns the passages reading needs (those retrieved,
+    and each question's gold passages, for recall; corpus order), the retrieved passages and the retrieval's
+    ``retriever`` / ``index_seconds``."""
     retriever, passages, info = prepare_retriever(
         cfg.retriever,
         fallback_corpus_file=questions_file,
@@ -98,27 +144,13 @@ def read_retrieved(
             f"retriever.top_k={top_k} is larger than the corpus ({len(passages)} passages): "
             f"set retriever.top_k<={len(passages)}."
         )
-    retrieved = (retrieve or (lambda q, p: retrieve_passages(retriever, p, q, top_k)))(queries, passages)
-    run = build_run(cfg)
-    verify_checkpoint(ckpt, run)
-    joiner = str(cfg.odqa.get("joiner", " "))
-    examples = (
-        concatenated_examples(queries, retrieved, joiner) if mode == "concat" else passage_examples(queries, retrieved)
-    )
-    run["datamodule"].provide_examples("test", examples)
-    run["trainer"].predict(
-        run["model"], datamodule=run["datamodule"], ckpt_path=ckpt, return_predictions=False, weights_only=True
-    )
-    metrics: dict[str, Any] = {
-        "questions": len(queries),
-        "passages_per_question": top_k,
-        "retriever": retriever.kind,
-        "mode": mode,
-        "index_seconds": info.get("index_seconds", info.get("index_load_seconds")),
-        "checkpoint": str(ckpt),
-    }
-    gold = load_mrc_examples(questions_file, require_answers=False, split=split)
-    return Reading(queries, passages, retrieved, run["model"].last_nbest, gold, str(questions_file), split, metrics)
+    retrieved = retrieve(queries, passages) if retrieve else retrieve_passages(retriever, passages, queries, top_k)
+    needed = {p.id for hits in retrieved.values() for p, _ in hits}
+    needed.update(pid for ids in gold_passage_ids(queries, passages).values() for pid in ids)
+    kept = [p for p in passages if p.id in needed]
+    summary = {"retriever": retriever.kind,
+               "index_seconds": info.get("index_seconds", info.get("index_load_seconds"))}
+    return kept, retrieved, summary
 
 
 def task_odqa(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:

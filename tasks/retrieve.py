@@ -10,24 +10,27 @@ message naming the file, the record and the fix.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from core.cache import build_lock
 from core.errors import DataFormatError
-from core.files import write_json
+from core.files import atomic_open, write_json
 from datamodules.mrc_formats import load_mrc_examples
 from retrievals.corpus import Passage, Query, gold_passage_ids, load_corpus, load_queries
 from retrievals.metrics import CUTOFFS, mrr_at_k, plot_recall, retrieval_metrics
-from retrievals.protocol import Retriever, SearchResult
-from retrievals.rerank import CrossEncoderReranker, RerankedRetriever
+from retrievals.protocol import Retriever
 from tasks.fusion_tuning import tune_weight
+
+if TYPE_CHECKING:  # retrievals.rerank loads torch (~190 MB): imported only when retriever.rerank.model_path is set
+    from retrievals.rerank import CrossEncoderReranker
 
 __all__ = [
     "TASK_KEYS",
@@ -39,6 +42,7 @@ __all__ = [
     "read_queries",
     "retrieve_passages",
     "run_retrieve",
+    "search_and_write",
     "task_retrieve",
 ]
 
@@ -49,6 +53,7 @@ TASK_KEYS = ("corpus_file", "corpus_split", "top_k", "index_dir", "rebuild_index
              "tune_weight", "weight_grid", "rerank")
 FUSION_FILE = "fusion_weights.json"
 METRICS_DEPTH = max(CUTOFFS)
+SEARCH_CHUNK = 2048  # questions searched at once by task=retrieve: bounds the depth-100 results held as lists
 _TIMINGS = ("tokenize_seconds", "build_seconds")
 
 
@@ -142,7 +147,11 @@ def prepare_retriever(
     info: dict[str, Any] = {"corpus_file": str(corpus_file), "passages": len(passages)}
 
     def wrapped(retriever: Retriever) -> Retriever:
-        return retriever if reranker is None else RerankedRetriever(retriever, reranker).use_passages(passages)
+        if reranker is None:
+            return retriever
+        from retrievals.rerank import RerankedRetriever
+
+        return RerankedRetriever(retriever, reranker).use_passages(passages)
 
     if not task["index_dir"]:
         return wrapped(_build_index(fresh, passages, corpus_file, info)), passages, info
@@ -165,6 +174,8 @@ def build_reranker(node: Mapping[str, Any] | None) -> CrossEncoderReranker | Non
     settings = dict(node or {})
     if not settings.get("model_path"):
         return None
+    from retrievals.rerank import CrossEncoderReranker
+
     try:
         return CrossEncoderReranker(**settings)
     except TypeError as error:  # an unknown key under retriever.rerank
@@ -230,6 +241,8 @@ def tune_fusion(
 ) -> dict[str, Any]:
     """``retriever.tune_weight``: choose the hybrid's fusion weight on these questions (``tasks/fusion_tuning.py``),
     use it, and write it with the grid's scores to ``fusion_weights.json``."""
+    from retrievals.rerank import RerankedRetriever  # a reranked retriever exists only if rerank loaded it
+
     hybrid = retriever.base if isinstance(retriever, RerankedRetriever) else retriever
     gold = gold_passage_ids(queries, passages)
     weight, table = tune_weight(hybrid, [q.question for q in queries], [q.id for q in queries], gold, grid)
@@ -254,6 +267,38 @@ def retrieve_passages(
 
 
 # ----------------------------------------------------------------------------- task=retrieve
+
+
+def search_and_write(
+    retriever: Retriever, queries: Sequence[Query], top_k: int, depth: int, path: Path
+) -> tuple[dict[str, list[str]], float, int]:
+    """Search ``SEARCH_CHUNK`` questions at a time at ``depth`` and stream ``retrieved.json`` (each question's top
+    ``top_k``; the same text as ``write_json`` of the whole mapping, written atomically) as the chunks come.
+
+    Returns each question's ranked passage ids at ``depth`` (for the metrics; the scores below ``top_k`` are
+    dropped chunk by chunk), the seconds spent searching and the number of questions without results. The whole
+    mapping encoded at once by ``json.dumps(indent=2)`` (pure Python) was the peak of a 20k-passage run.
+    """
+    ranked: dict[str, list[str]] = {}
+    seconds, empty, separator = 0.0, 0, "\n"
+    with atomic_open(path) as handle:
+        handle.write("{" if queries else "{}")
+        for begin in range(0, len(queries), SEARCH_CHUNK):
+            part = queries[begin : begin + SEARCH_CHUNK]
+            start = time.perf_counter()
+            result = retriever.search([q.question for q in part], depth)
+            seconds += time.perf_counter() - start
+            for q, ids, scores in zip(part, result.ids, result.scores, strict=True):
+                hits = [{"passage_id": pid, "score": round(float(s), 6)}
+                        for pid, s in zip(ids[:top_k], scores[:top_k], strict=True)]
+                # one "key": value item of the indented mapping: the dump of {key: value} without "{\n", "\n}"
+                handle.write(separator + json.dumps({q.id: hits}, ensure_ascii=False, indent=2)[2:-2])
+                separator = ",\n"
+                ranked[q.id] = ids
+                empty += not ids
+        if queries:
+            handle.write("\n}")
+    return ranked, seconds, empty
 
 
 def run_retrieve(
@@ -303,31 +348,25 @@ def run_retrieve(
         metrics.update(tune_fusion(retriever, queries, passages, cfg.get("weight_grid") or (), out_dir,
                                    str(validation_file)))
     depth = min(max(top_k, METRICS_DEPTH), len(passages))
-    start = time.perf_counter()
-    result: SearchResult = retriever.search([q.question for q in queries], depth)
-    seconds = time.perf_counter() - start
-    retrieved = {
-        q.id: [{"passage_id": pid, "score": round(float(s), 6)} for pid, s in zip(ids[:top_k], scores[:top_k],
-                                                                                   strict=True)]
-        for q, ids, scores in zip(queries, result.ids, result.scores, strict=True)
-    }
-    write_json(out_dir / "retrieved.json", retrieved)
+    gold = gold_passage_ids(queries, passages)
+    kind, corpus_file = retriever.kind, info["corpus_file"]
+    del passages  # the index holds what the search needs (a reranker holds its own reference)
+    ranked, seconds, empty = search_and_write(retriever, queries, top_k, depth, out_dir / "retrieved.json")
+    del retriever  # the index is not needed for scoring and plotting: free it before matplotlib loads
     metrics.update(questions=len(queries), search_k=depth, search_seconds=round(seconds, 4),
                    queries_per_second=round(len(queries) / seconds, 2) if seconds > 0 else None,
-                   questions_without_results=sum(1 for ids in result.ids if not ids))
-    gold = gold_passage_ids(queries, passages)
+                   questions_without_results=empty)
     if not gold:
         log.info("The questions carry no gold context or document_id: wrote retrieved.json only")
         return metrics
-    ranked = {q.id: ids for q, ids in zip(queries, result.ids, strict=True)}
     scores = retrieval_metrics(ranked, gold, CUTOFFS, mrr_k=METRICS_DEPTH)
     scores["mrr@10"] = mrr_at_k(ranked, gold, 10)  # what model=biencoder / cross_encoder validation reports
     if scores["gold_not_in_corpus"]:  # only with retriever.allow_missing_gold=true
         log.warning("%d of %d questions have no gold passage in the corpus (their context / document_id is "
-                    "not in %s); they count as misses", scores["gold_not_in_corpus"], len(gold), info["corpus_file"])
+                    "not in %s); they count as misses", scores["gold_not_in_corpus"], len(gold), corpus_file)
     metrics = {**scores, **metrics}
     write_json(out_dir / "retrieval_metrics.json", metrics)
     tokenizer = f" ({described['tokenizer']})" if described.get("tokenizer") else ""
-    title = f"{retriever.kind}{tokenizer} on {Path(str(validation_file)).name}"
+    title = f"{kind}{tokenizer} on {Path(str(validation_file)).name}"
     plot_recall(scores, out_dir / "recall_at_k.png", title=title)
     return metrics
