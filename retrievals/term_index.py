@@ -85,9 +85,24 @@ def check_dtype(dtype: str) -> str:
     return dtype
 
 
+# A term found in more than this share of the passages is stored as a dense row. Scattering a posting costs
+# ~6x adding one passage of a row (numba, 60k passages, character bigrams: 2.9 vs 0.5 ns), so past ~1/6 a row
+# is faster; at 1/4 the kernel scatters 18k postings a query instead of 64k (+10-21% queries/s) and the index
+# arrays grow 9% (158 -> 172 MB; the build's peak is unchanged). 1/8 was no faster (docs/retrieval.md).
+DENSE_SHARE = 0.25
+
+
 def dense_mask(df: np.ndarray, n_docs: int, dtype: str) -> np.ndarray:
-    """Terms whose postings (an int32 passage and a weight each) would take more memory than a full row of
-    weights: more than half the passages in float32, two thirds in float64."""
+    """Terms stored as dense rows when an index is built: those found in more than ``DENSE_SHARE`` of the
+    passages (``dtype`` kept for the callers; the rule no longer depends on it)."""
+    del dtype
+    return df > DENSE_SHARE * n_docs
+
+
+def _memory_dense_mask(df: np.ndarray, n_docs: int, dtype: str) -> np.ndarray:
+    """Terms whose postings (an int32 passage and a weight each) take more memory than a full row of weights
+    (more than half the passages in float32, two thirds in float64): the rule indexes saved before
+    ``DENSE_SHARE`` were built with."""
     item = np.dtype(dtype).itemsize
     return df * (np.dtype(np.int32).itemsize + item) > n_docs * item
 
@@ -97,11 +112,10 @@ class TermIndex:
 
     * Sparse (CSR over terms): the postings of term ``t`` are ``indices[indptr[t]:indptr[t+1]]``
       (passages) with ``data`` (their weights).
-    * Dense: a term found in so many passages that a full row (one weight per passage, 0 where absent)
-      takes no more memory than its postings (more than half the passages in float32, two thirds in
-      float64) is stored as row ``dense_slot[t]`` of ``dense_rows`` and has no postings.  Such common
-      terms hold most of a query's postings on Korean text (84% on 60k passages with character bigrams);
-      adding a contiguous row is several times faster than scattering postings.
+    * Dense: a term found in more than a quarter of the passages (``DENSE_SHARE``) is stored as row
+      ``dense_slot[t]`` of ``dense_rows`` (one weight per passage, 0 where absent) and has no postings.
+      Such common terms hold most of a query's postings on Korean text (94% on 60k passages with character
+      bigrams); adding a contiguous row is several times faster than scattering postings.
 
     A query's score of a passage adds, in float64 whatever ``dtype`` the weights are stored in, the postings
     of its sparse terms first, then the rows of its dense terms, each in query order.  The numpy path
@@ -124,13 +138,17 @@ class TermIndex:
         indptr = np.ascontiguousarray(indptr, dtype=np.int64)
         indices = np.ascontiguousarray(indices, dtype=np.int32)
         data = np.ascontiguousarray(data, dtype=dtype)
+        # Built all sparse (TF-IDF, a format-1 index): the common terms move to dense rows. An index given with its
+        # dense rows keeps them as built; one saved before DENSE_SHARE only moves what the older memory rule
+        # would have, so loading it (memory-mapped) never copies postings into RAM.
+        rule = dense_mask if dense_terms is None else _memory_dense_mask
         if dense_terms is None:
             dense_terms = np.zeros(0, np.int64)
             dense_rows = np.zeros((0, self.n_docs), dtype)
         dense_terms = np.asarray(dense_terms, dtype=np.int64)
         dense_rows = np.ascontiguousarray(dense_rows, dtype=dtype).reshape(dense_terms.shape[0], self.n_docs)
         df = np.diff(indptr)
-        move = np.flatnonzero(dense_mask(df, self.n_docs, dtype))
+        move = np.flatnonzero(rule(df, self.n_docs, dtype))
         if move.size:  # an index saved all-sparse (format 1) or built so: move the common terms to dense rows
             rows = np.zeros((move.size, self.n_docs), dtype)
             keep = np.ones(data.shape[0], dtype=bool)
