@@ -234,6 +234,19 @@ def silenced(log_file: Path) -> Iterator[None]:
             os.close(saved[1])
 
 
+def mask_size(attention_mask: Any) -> tuple[int, int, int]:
+    """(samples, real tokens, padded positions) of a batch's attention mask."""
+    return int(attention_mask.shape[0]), int(attention_mask.sum()), int(attention_mask.numel())
+
+
+def median_run(runs: list[dict | str], key: str) -> dict | str:
+    """The run with the median ``key`` (the lower middle one of an even count); a failure if all failed."""
+    ok = sorted((r for r in runs if isinstance(r, dict)), key=lambda r: r[key])
+    if not ok:
+        return runs[-1]
+    return {**ok[(len(ok) - 1) // 2], "runs": len(ok)}
+
+
 # ----------------------------------------------------------------------------- output
 
 

@@ -338,6 +338,7 @@ def gold_scores(questions: list[dict[str, Any]], predictions: dict[str, str]) ->
 
 def reader_settings(overrides: list[str], work: Path) -> dict[str, Any]:
     """The reading settings ours runs with, for the baseline to use the same."""
+    from datamodules.mrc import resolve_eval_batch_size
     from tasks.runner import compose_config
 
     cfg = compose_config(overrides, work / "compose")
@@ -345,7 +346,7 @@ def reader_settings(overrides: list[str], work: Path) -> dict[str, Any]:
     return {
         "max_seq_length": int(dm.max_seq_length),
         "doc_stride": int(dm.doc_stride),
-        "batch_size": int(dm.eval_batch_size or dm.batch_size),
+        "batch_size": resolve_eval_batch_size(dm.eval_batch_size, int(dm.batch_size)),
         "n_best_size": int(cfg.model.n_best_size),
         "max_answer_length": int(cfg.model.max_answer_length),
     }

@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-SCRIPTS = ("train_throughput", "preprocess", "postprocess", "memory", "retrieval", "odqa_scale")
+SCRIPTS = ("train_throughput", "preprocess", "inference", "postprocess", "memory", "retrieval", "odqa_scale")
 
 
 def run_script(name: str, arguments: list[str], report: list[str]) -> int:

@@ -57,6 +57,8 @@ from bench._common import (  # noqa: E402
     emit,
     load_examples,
     machine_line,
+    mask_size,
+    median_run,
     missing,
     number,
     prepare_datasets,
@@ -117,10 +119,6 @@ class Steps:
             "tokens_per_s": tokens / seconds,
             "padding": 1 - tokens / positions,
         }
-
-
-def mask_size(attention_mask: Any) -> tuple[int, int, int]:
-    return int(attention_mask.shape[0]), int(attention_mask.sum()), int(attention_mask.numel())
 
 
 # ----------------------------------------------------------------------------- the paths
@@ -337,14 +335,6 @@ def run_path(path: str, spec: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def median_run(runs: list[dict | str]) -> dict | str:
-    """The run with the median samples/s (the lower middle one of an even count); a failure if all failed."""
-    ok = sorted((r for r in runs if isinstance(r, dict)), key=lambda r: r["samples_per_s"])
-    if not ok:
-        return runs[-1]
-    return {**ok[(len(ok) - 1) // 2], "runs": len(ok)}
-
-
 # ----------------------------------------------------------------------------- driver
 
 
@@ -525,7 +515,7 @@ def main() -> None:
                         file=sys.stderr,
                         flush=True,
                     )
-            results = {path: median_run(found) for path, found in runs.items()}
+            results = {path: median_run(found, "samples_per_s") for path, found in runs.items()}
             report(describe_dataset(name, info, args.max_examples), results, isolated=not args.in_process)
     print(
         "\nsamples/s: training features per second; tokens/s: non-padding tokens per second; padding: padded "

@@ -24,7 +24,7 @@ from datamodules.curriculum import (
     per_feature,
 )
 from datamodules.kfold import fold_assignment, fold_report, warn_leaks
-from datamodules.mrc_feature_cache import cached_features
+from datamodules.mrc_feature_cache import Columns, RaggedColumn, cached_features
 from datamodules.mrc_features import (
     DataCollatorForQA,
     WindowTooSmallError,
@@ -48,10 +48,17 @@ FOLD_GROUPS = (None, "document_id", "context", "title")
 DIFFICULTY_KEYS = (*MRC_DIFFICULTIES, *EXPENSIVE)
 
 
-class FeatureTable(Dataset):
-    """Column-oriented features held in memory: row access without Arrow overhead per step."""
+def resolve_eval_batch_size(eval_batch_size: int | None, batch_size: int) -> int:
+    """Windows per evaluation batch: ``eval_batch_size``, or twice ``batch_size`` when it is null (no gradients
+    or optimiser state to hold)."""
+    return int(eval_batch_size or 2 * batch_size)
 
-    def __init__(self, columns: Mapping[str, list[Any]], keys: Sequence[str]) -> None:
+
+class FeatureTable(Dataset):
+    """Column-oriented features: lists in memory, or the feature cache's memory-mapped columns
+    (:class:`~datamodules.mrc_feature_cache.RaggedColumn`), read a row at a time."""
+
+    def __init__(self, columns: Mapping[str, Sequence[Any]], keys: Sequence[str]) -> None:
         self.columns = {key: columns[key] for key in keys if key in columns}
         self.length = len(next(iter(self.columns.values()))) if self.columns else 0
 
@@ -63,7 +70,10 @@ class FeatureTable(Dataset):
 
     def lengths(self) -> list[int]:
         """Token count of every feature (before padding), for length-grouped batches."""
-        return [len(ids) for ids in self.columns["input_ids"]]
+        ids = self.columns["input_ids"]
+        if isinstance(ids, RaggedColumn):  # from the row starts, without reading a row
+            return ids.lengths().tolist()
+        return [len(row) for row in ids]
 
 
 @dataclass
@@ -72,7 +82,7 @@ class EvalSet:
 
     examples: list[MRCExample]
     example_index: list[int]
-    offset_mapping: list[list[list[int]]]
+    offset_mapping: Sequence[Sequence[Sequence[int]]]
     features: FeatureTable
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -102,7 +112,7 @@ class MRCDataModule(TaskDataModule):
         doc_stride: int = 128,
         max_query_length: int = 64,
         batch_size: int = 16,
-        eval_batch_size: int = 64,
+        eval_batch_size: int | None = None,
         num_workers: int = 0,
         pad_to_multiple_of: int | None = None,
         normalize: str | None = None,
@@ -234,13 +244,13 @@ class MRCDataModule(TaskDataModule):
         )
         return examples[:limit] if limit else examples
 
-    def _build(self, builder: Any, examples: list[MRCExample], split: str) -> dict[str, list[Any]]:
+    def _build(self, builder: Any, examples: list[MRCExample], split: str) -> Columns:
+        """The split's feature columns: per-token ones memory-mapped from the cache, rows read on demand."""
         try:
-            dataset = cached_features(builder, examples, self.tokenizer, self.cache_dir, **self.feature_settings)
+            return cached_features(builder, examples, self.tokenizer, self.cache_dir, **self.feature_settings)
         except WindowTooSmallError as error:  # name the file the question came from
             source = self.files[split] if split not in self._given else f"the {split} examples"
             raise DataFormatError(source or split, error.record, error.problem, error.fix) from None
-        return dataset.to_dict()
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and self.train_features is None:
@@ -357,24 +367,42 @@ class MRCDataModule(TaskDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
-    def _eval_loader(self, split: str) -> DataLoader:
-        return self._eval_style_loader(self.eval_set(split).features)
+    def _eval_loader(self, split: str, limit: int | float | None) -> DataLoader:
+        """Batches of ``eval_batch_size`` windows, longest first when the loop reads all of them
+        (``limit``: the trainer's ``limit_*_batches``).
 
-    def _eval_style_loader(self, features: FeatureTable) -> DataLoader:
-        """Features in dataset order, in evaluation batches (also how a teacher scores the training set)."""
+        Sorted, each dynamically padded batch holds windows of nearly one length (the short last window of a
+        long context no longer pads a batch of full ones), and a batch too large for memory fails at the first
+        step. Decoding goes by ``feature_index``, so the predictions and their order do not change. A loop
+        that reads only some batches (``trainer.limit_val_batches=2``, ...) keeps dataset order: it then
+        scores whole examples from the start of the split, not one window of many.
+        """
+        features = self.eval_set(split).features
+        reads_all = limit is None or (isinstance(limit, float) and limit >= 1.0)
+        if not reads_all:
+            return self._eval_style_loader(features)
+        lengths = features.lengths()
+        # sorted() is stable with reverse=True: windows of one length keep dataset order
+        order = sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True)
+        return self._eval_style_loader(features, order)
+
+    def _eval_style_loader(self, features: FeatureTable, order: list[int] | None = None) -> DataLoader:
+        """Features in evaluation batches, in ``order`` (default: dataset order, which is how a teacher
+        scores the training set)."""
         return DataLoader(
             features,
-            batch_size=self.eval_batch_size,
+            batch_size=resolve_eval_batch_size(self.eval_batch_size, self.batch_size),
+            sampler=order,
             shuffle=False,
             collate_fn=self._collate(),
             num_workers=self.num_workers,
         )
 
     def val_dataloader(self) -> DataLoader:
-        return self._eval_loader("validation")
+        return self._eval_loader("validation", self.trainer.limit_val_batches if self.trainer else None)
 
     def test_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
+        return self._eval_loader("test", self.trainer.limit_test_batches if self.trainer else None)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
+        return self._eval_loader("test", self.trainer.limit_predict_batches if self.trainer else None)

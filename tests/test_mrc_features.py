@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 import torch
 
-from datamodules.mrc_feature_cache import cached_features
+from datamodules import mrc_feature_cache
+from datamodules.mrc_feature_cache import RaggedColumn, as_lists, cached_features, features_fingerprint
 from datamodules.mrc_features import (
     DataCollatorForQA,
     build_eval_features,
@@ -337,14 +338,71 @@ def test_cache_reloads_without_tokenising_and_keys_on_settings(tok, tmp_path):
     counting.calls = 0
     second = cached_features(build_eval_features, HANDWRITTEN, counting, tmp_path, **settings)
     assert counting.calls == 0
-    assert second.to_dict() == first.to_dict() == build_eval_features(HANDWRITTEN, tok, **settings)
+    assert as_lists(second) == as_lists(first) == build_eval_features(HANDWRITTEN, tok, **settings)
     cached_features(build_eval_features, HANDWRITTEN, counting, tmp_path, max_seq_length=64, doc_stride=8)
     cached_features(build_train_features, HANDWRITTEN, counting, tmp_path, **settings)
     entries = sorted(p.name for p in (tmp_path / "features").iterdir() if not p.name.endswith(".lock"))
     assert len(entries) == 3 and not any(name.startswith(".tmp") for name in entries)
     assert not list(tmp_path.rglob("*.pkl")) and not list(tmp_path.rglob("*.pickle"))
     uncached = cached_features(build_train_features, HANDWRITTEN[:2], tok, None, **settings)
-    assert uncached.to_dict() == build_train_features(HANDWRITTEN[:2], tok, **settings)
+    assert as_lists(uncached) == build_train_features(HANDWRITTEN[:2], tok, **settings)
+
+
+def test_cached_rows_read_like_lists(tok, tmp_path):
+    settings = {"max_seq_length": 64, "doc_stride": 16}
+    built = build_eval_features(HANDWRITTEN, tok, **settings)
+    cached_features(build_eval_features, HANDWRITTEN, tok, tmp_path, **settings)
+    cached = cached_features(build_eval_features, HANDWRITTEN, tok, tmp_path, **settings)  # the hit
+    assert list(cached) == list(built)  # column order too
+    offsets, ids = cached["offset_mapping"], cached["input_ids"]
+    assert isinstance(offsets, RaggedColumn) and isinstance(cached["example_index"], list)
+    assert offsets[0] == built["offset_mapping"][0] and offsets[0][0] == [-1, -1]
+    assert type(ids[3]) is list and all(type(t) is int for t in ids[3])
+    assert ids[-1] == built["input_ids"][-1] and ids[2:5] == built["input_ids"][2:5]
+    assert ids.lengths().tolist() == [len(row) for row in built["input_ids"]]
+    assert ids.row(1).tolist() == built["input_ids"][1]
+    with pytest.raises(IndexError):
+        ids[len(ids)]
+    assert not list(tmp_path.rglob("*.arrow")) and list(tmp_path.rglob("input_ids.npy"))
+    empty = cached_features(build_train_features, [], tok, tmp_path, **settings)
+    assert as_lists(cached_features(build_train_features, [], tok, tmp_path, **settings)) == as_lists(empty)
+    assert as_lists(empty) == build_train_features([], tok, **settings)
+
+
+def test_cache_key_follows_what_the_features_depend_on(tok, monkeypatch):
+    settings = {"max_seq_length": 64, "doc_stride": 16}
+
+    def key(examples, tokenizer=tok, builder=build_train_features, **changed):
+        return features_fingerprint(builder, examples, tokenizer, settings | changed)
+
+    base = key(HANDWRITTEN)
+    tok(["워밍업"], truncation=True, max_length=8, padding="max_length")  # a call leaves state in the backend
+    assert key(HANDWRITTEN) == base
+    assert key(copy.deepcopy(HANDWRITTEN)) == base  # equal records, not the same objects
+    assert key([ex | {"id": ex["id"] + "-renamed", "title": "t"} for ex in HANDWRITTEN]) == base  # not read
+    edits = [
+        lambda ex: ex | {"question": ex["question"] + "?"},
+        lambda ex: ex | {"context": ex["context"] + " "},
+        lambda ex: ex | {"answers": []},
+        lambda ex: ex | {"answers": [ex["answers"][0] | {"text": ex["answers"][0]["text"][:-1]}]},
+        lambda ex: (
+            ex | {"answers": [ex["answers"][0] | {"answer_start": ex["answers"][0]["answer_start"] + 1}]}
+        ),
+    ]
+    for edit in edits:
+        assert key([edit(HANDWRITTEN[0]), *HANDWRITTEN[1:]]) != base
+    assert key(HANDWRITTEN[1:] + HANDWRITTEN[:1]) != base
+    # a NUL inside a string cannot make two different splits of the same text collide
+    pair = [HANDWRITTEN[0] | {"question": "a\x00b"}, HANDWRITTEN[1] | {"question": "c"}]
+    moved = [HANDWRITTEN[0] | {"question": "a"}, HANDWRITTEN[1] | {"question": "b\x00c"}]
+    assert key(pair) != key(moved)
+    assert key(HANDWRITTEN, doc_stride=8) != base
+    assert key(HANDWRITTEN, builder=build_eval_features) != base
+    left = copy.deepcopy(tok)
+    left.truncation_side = "left"
+    assert key(HANDWRITTEN, tokenizer=left) != base
+    monkeypatch.setattr(mrc_feature_cache, "CACHE_FORMAT", mrc_feature_cache.CACHE_FORMAT + 1)
+    assert key(HANDWRITTEN) != base  # a new layout on disk never reads an old entry
 
 
 def test_interrupted_cache_write_leaves_nothing(tok, tmp_path):
