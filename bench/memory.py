@@ -21,7 +21,8 @@ measured) and runs in its own process, one after the other:
   tokenizer above), ``run_retrieve``: read the JSONL corpus, tokenise it (cold cache, chunk by chunk into token
   ids), build the index, search ``--queries`` generated questions (top 100) and write ``retrieved.json``;
 * ours CLI: the same run as ``python main.py task=retrieve`` in a child process (peak: the child's maximum RSS);
-  it also loads what ``main.py`` imports for every other task (``tasks/registry.py``: torch, transformers).
+  it also loads what ``main.py`` itself imports (Hydra, the config machinery; ``tasks/registry.py`` imports a
+  task's module only when it runs, so no torch).
 
 peak RSS = the process's maximum resident set (VmHWM) at the end, reset (``/proc/self/clear_refs``) once the
 libraries are imported and the tokens loaded, so that loading's own transient peak does not count; +index =
