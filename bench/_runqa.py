@@ -10,7 +10,7 @@ differences).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 
@@ -29,6 +29,30 @@ def runqa_columns(examples: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         }
         for ex in examples
     ]
+
+
+def runqa_features(
+    raw: Any,
+    prepare: Callable[..., Any],
+    tokenizer: Any,
+    max_seq_length: int,
+    doc_stride: int,
+    pad_to_max_length: bool,
+) -> Any:
+    """run_qa's features of the ``datasets.Dataset`` ``raw`` (records as :func:`runqa_columns` lays them out):
+    ``map(prepare, batched=True)`` as its script maps them (``prepare``: :func:`prepare_train_features` or
+    :func:`prepare_validation_features`)."""
+    return raw.map(
+        prepare,
+        batched=True,
+        remove_columns=raw.column_names,
+        fn_kwargs={
+            "tokenizer": tokenizer,
+            "max_seq_length": max_seq_length,
+            "doc_stride": doc_stride,
+            "pad_to_max_length": pad_to_max_length,
+        },
+    )
 
 
 def prepare_train_features(

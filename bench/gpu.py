@@ -363,19 +363,11 @@ def hf_train_set(spec: dict[str, Any], tokenizer: Any) -> Any:
     from datasets import Dataset
 
     if spec["task"] == "reader":
-        from bench._runqa import prepare_train_features, runqa_columns
+        from bench._runqa import prepare_train_features, runqa_columns, runqa_features
 
         raw = Dataset.from_list(runqa_columns(load_examples(Path(spec["train_file"]))[: spec["examples"]]))
-        return raw.map(
-            prepare_train_features,
-            batched=True,
-            remove_columns=raw.column_names,
-            fn_kwargs={
-                "tokenizer": tokenizer,
-                "max_seq_length": spec["max_seq_length"],
-                "doc_stride": spec["doc_stride"],
-                "pad_to_max_length": False,
-            },
+        return runqa_features(
+            raw, prepare_train_features, tokenizer, spec["max_seq_length"], spec["doc_stride"], False
         )
     records = json.loads(Path(spec["train_file"]).read_text(encoding="utf-8"))[: spec["examples"]]
     labels = {name: i for i, name in enumerate(sorted({r[spec["label_field"]] for r in records}))}

@@ -231,22 +231,14 @@ def hf_round(
         default_data_collator,
     )
 
-    from bench._runqa import prepare_validation_features, runqa_columns
+    from bench._runqa import prepare_validation_features, runqa_columns, runqa_features
     from bench._utils_qa import postprocess_qa_predictions
 
     pad = path != "hf-dynamic"
     tokenizer = AutoTokenizer.from_pretrained(spec["backbone"])
     raw = Dataset.from_list(runqa_columns(examples))
-    features = raw.map(
-        prepare_validation_features,
-        batched=True,
-        remove_columns=raw.column_names,
-        fn_kwargs={
-            "tokenizer": tokenizer,
-            "max_seq_length": spec["max_seq_length"],
-            "doc_stride": spec["doc_stride"],
-            "pad_to_max_length": pad,
-        },
+    features = runqa_features(
+        raw, prepare_validation_features, tokenizer, spec["max_seq_length"], spec["doc_stride"], pad
     )
     inner = default_data_collator if pad else DataCollatorWithPadding(tokenizer)
     found: dict[str, Any] = {"start": 0.0, "times": [], "sizes": []}

@@ -205,22 +205,14 @@ def run_hf(spec: dict[str, Any], path: str) -> dict[str, Any]:
         default_data_collator,
     )
 
-    from bench._runqa import prepare_train_features, runqa_columns
+    from bench._runqa import prepare_train_features, runqa_columns, runqa_features
 
     base_rss = status_mb("VmRSS")
     tokenizer = AutoTokenizer.from_pretrained(spec["backbone"])
     pad = path == "hf-padmax"
     raw = Dataset.from_list(runqa_columns(train_examples(spec)))
-    train = raw.map(
-        prepare_train_features,
-        batched=True,
-        remove_columns=raw.column_names,
-        fn_kwargs={
-            "tokenizer": tokenizer,
-            "max_seq_length": spec["max_seq_length"],
-            "doc_stride": spec["doc_stride"],
-            "pad_to_max_length": pad,
-        },
+    train = runqa_features(
+        raw, prepare_train_features, tokenizer, spec["max_seq_length"], spec["doc_stride"], pad
     )
     inner = default_data_collator if pad else DataCollatorWithPadding(tokenizer)
     record = Steps()
