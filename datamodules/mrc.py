@@ -24,6 +24,7 @@ from datamodules.curriculum import (
     per_feature,
 )
 from datamodules.kfold import fold_assignment, fold_report, warn_leaks
+from datamodules.mrc_example_cache import cached_mrc_examples
 from datamodules.mrc_feature_cache import Columns, RaggedColumn, cached_features
 from datamodules.mrc_features import (
     DataCollatorForQA,
@@ -31,7 +32,7 @@ from datamodules.mrc_features import (
     build_eval_features,
     build_train_features,
 )
-from datamodules.mrc_formats import MRCExample, load_mrc_examples
+from datamodules.mrc_formats import MRCExample
 from datamodules.negatives import (
     NegativeMiner,
     NegativesRequest,
@@ -80,7 +81,7 @@ class FeatureTable(Dataset):
 class EvalSet:
     """Examples of one evaluation split plus what span decoding needs for each feature."""
 
-    examples: list[MRCExample]
+    examples: Sequence[MRCExample]
     example_index: list[int]
     offset_mapping: Sequence[Sequence[Sequence[int]]]
     features: FeatureTable
@@ -178,8 +179,9 @@ class MRCDataModule(TaskDataModule):
         for split in splits:
             path = settings.get(f"{split}_file")
             if path:
-                load_mrc_examples(path, require_answers=split != "test", split=settings.get(f"{split}_split"),
-                                  normalize=settings.get("normalize"))
+                # with a cache_dir this also writes the entry that setup() then maps
+                cached_mrc_examples(path, settings.get("cache_dir"), require_answers=split != "test",
+                                    split=settings.get(f"{split}_split"), normalize=settings.get("normalize"))
 
     def _write_folds(self, fold_ids: dict[str, int]) -> None:
         """``folds.json`` in the run dir, as the classifier's K-fold runs write it (rank 0 only)."""
@@ -206,8 +208,8 @@ class MRCDataModule(TaskDataModule):
             path, settings = self.files["train"], self.folds
             if not path:
                 raise ValueError("datamodule.n_folds splits datamodule.train_file: give the training file.")
-            examples = load_mrc_examples(path, require_answers=True, split=self.splits["train"],
-                                         normalize=self.normalize)
+            examples = list(cached_mrc_examples(path, self.cache_dir, require_answers=True,
+                                                split=self.splits["train"], normalize=self.normalize))
             key = settings["fold_group"]
             groups = None
             if key:
@@ -228,8 +230,9 @@ class MRCDataModule(TaskDataModule):
             self._fold_split = {"train": rest, "validation": held}
         return self._fold_split
 
-    def load_examples(self, split: str, require_answers: bool, limited: bool = True) -> list[MRCExample]:
-        """The records of ``split`` (the first ``max_*_examples`` of them unless ``limited`` is false)."""
+    def load_examples(self, split: str, require_answers: bool, limited: bool = True) -> Sequence[MRCExample]:
+        """The records of ``split`` (the first ``max_*_examples`` of them unless ``limited`` is false); from a
+        file, read once per content (:mod:`datamodules.mrc_example_cache`) when ``cache_dir`` is set."""
         if split in self._given:
             return self._given[split]
         limit = self.limits[split] if limited else None
@@ -239,12 +242,12 @@ class MRCDataModule(TaskDataModule):
         path = self.files[split]
         if not path:
             raise ValueError(f"datamodule.{split}_file is not set: give the path of the {split} data.")
-        examples = load_mrc_examples(
-            path, require_answers=require_answers, split=self.splits[split], normalize=self.normalize
+        examples = cached_mrc_examples(
+            path, self.cache_dir, require_answers=require_answers, split=self.splits[split], normalize=self.normalize
         )
         return examples[:limit] if limit else examples
 
-    def _build(self, builder: Any, examples: list[MRCExample], split: str) -> Columns:
+    def _build(self, builder: Any, examples: Sequence[MRCExample], split: str) -> Columns:
         """The split's feature columns: per-token ones memory-mapped from the cache, rows read on demand."""
         try:
             return cached_features(builder, examples, self.tokenizer, self.cache_dir, **self.feature_settings)
@@ -266,7 +269,7 @@ class MRCDataModule(TaskDataModule):
         """Mine ``negative_passages`` with ``miner`` (``tasks/negatives.py`` calls this)."""
         self.negative_miner = miner
 
-    def _negatives(self, examples: list[MRCExample]) -> tuple[list[MRCExample], list[int]]:
+    def _negatives(self, examples: Sequence[MRCExample]) -> tuple[list[MRCExample], list[int]]:
         """The no-answer examples of the mined negatives, and the question each belongs to."""
         if not self.negatives["k"]:
             return [], []
@@ -291,7 +294,7 @@ class MRCDataModule(TaskDataModule):
     def _setup_train(self) -> None:
         examples = self.load_examples("train", require_answers=True)
         negatives, owners = self._negatives(examples)
-        columns = self._build(build_train_features, examples + negatives, "train")
+        columns = self._build(build_train_features, [*examples, *negatives] if negatives else examples, "train")
         # the question every window belongs to: a negative's windows belong to the question it was mined for
         question_of = [i if i < len(examples) else owners[i - len(examples)] for i in columns["example_index"]]
         keys = ("input_ids", "attention_mask", "token_type_ids", "start_positions", "end_positions")
@@ -306,7 +309,7 @@ class MRCDataModule(TaskDataModule):
                 [difficulty[rows[0]] for rows in self.train_groups.rows] if self.train_groups else difficulty
             )
 
-    def difficulty(self, examples: list[MRCExample], example_index: list[int]) -> list[float]:
+    def difficulty(self, examples: Sequence[MRCExample], example_index: list[int]) -> list[float]:
         """Each training feature's difficulty: its example's score under ``curriculum.difficulty``."""
         spec, name = self.curriculum, self.curriculum.difficulty
         if name in MRC_DIFFICULTIES:
@@ -332,7 +335,7 @@ class MRCDataModule(TaskDataModule):
         )
         log.info("%s: %d examples -> %d features", split, len(examples), len(columns["input_ids"]))
 
-    def eval_examples(self, split: str) -> list[MRCExample]:
+    def eval_examples(self, split: str) -> Sequence[MRCExample]:
         """The examples of a validation / test split, in the order their features were built."""
         return self.eval_set(split).examples
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import operator
+import shutil
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, overload
@@ -19,6 +20,7 @@ import numpy as np
 import xxhash
 
 from core.cache import build_once, publish_directory
+from datamodules.mrc_example_cache import examples_digest
 from datamodules.mrc_features import (
     FEATURES_VERSION,
     PER_TOKEN_KEYS,
@@ -155,39 +157,6 @@ def _tokenizer_state(tokenizer: Any) -> bytes:
     return _backend(tokenizer).to_str().encode("utf-8")
 
 
-def _update_examples(digest: Any, examples: Sequence[Example]) -> None:
-    """What the builders read of the records (question, context, answers), a column at a time.
-
-    Column-wise, with ``map`` and joins, the work runs in C (no serialising of every record), and a passage
-    shared by several questions is hashed once. The id is left out: it only names a record in an error, and
-    a failed build caches nothing. A builder that reads another field must add it here (and bump
-    :data:`CACHE_FORMAT`).
-    """
-
-    def texts(values: Sequence[str]) -> None:
-        # NUL-separated UTF-32: unambiguous unless a string holds a NUL itself, and then its length is added
-        joined = "\x00".join(values)
-        plain = joined.count("\x00") == max(len(values) - 1, 0)
-        digest.update(len(values).to_bytes(8, "little") + (b"s" if plain else b"n"))
-        if not plain:
-            digest.update(np.fromiter(map(len, values), np.int64, len(values)).tobytes())
-        digest.update(joined.encode("utf-32-le", "surrogatepass"))
-
-    def numbers(values: Iterable[int], count: int) -> None:
-        digest.update(np.fromiter(values, np.int64, count).tobytes())
-
-    contexts = list(map(operator.itemgetter("context"), examples))
-    passages = dict(zip(dict.fromkeys(contexts), itertools.count()))
-    texts(list(passages))
-    numbers(map(passages.__getitem__, contexts), len(contexts))
-    texts(list(map(operator.itemgetter("question"), examples)))
-    answers = [e.get("answers") or () for e in examples]
-    numbers(map(len, answers), len(answers))
-    flat = list(itertools.chain.from_iterable(answers))
-    texts(list(map(operator.itemgetter("text"), flat)))
-    numbers(map(operator.itemgetter("answer_start"), flat), len(flat))  # fromiter makes each an int64
-
-
 def features_fingerprint(
     builder: Builder, examples: Sequence[Example], tokenizer: Any, settings: Mapping[str, Any]
 ) -> str:
@@ -195,7 +164,7 @@ def features_fingerprint(
     settings, code and the layout on disk. xxhash (what ``datasets`` fingerprints with): the key must cost
     little next to a hit."""
     digest = xxhash.xxh3_128()
-    _update_examples(digest, examples)
+    digest.update(examples_digest(examples).encode("ascii"))  # a cached table's digest costs nothing
     calls = {
         "padding_side": getattr(tokenizer, "padding_side", "right"),
         "truncation_side": tokenizer.truncation_side,
@@ -233,6 +202,7 @@ def cached_features(
     final = Path(cache_dir) / "features" / features_fingerprint(builder, examples, tokenizer, settings)
 
     def build() -> Columns:
+        shutil.rmtree(final, ignore_errors=True)  # under the lock and not ready: a damaged entry
         columns = builder(examples, tokenizer, **settings)
         publish_directory(lambda tmp: _save_columns(columns, tmp), final)
         return _load_columns(final)
