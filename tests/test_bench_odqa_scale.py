@@ -47,3 +47,9 @@ def test_odqa_scale_quick_reports_every_stage_and_agrees_on_same_passages(tmp_pa
     assert result["ours"]["recall"] >= 0.8
     # the same passages read by ours (concat) and by run_qa + Trainer + utils_qa: the same answers
     assert result["same_passages_identical_share"] == 1.0
+    # the next run loads what the first saved (ours retriever.index_dir, the baseline its pickles) and answers alike
+    assert result["next_run_same_answers"] == {"ours": True, "baseline": True}
+    assert set(result["ours_next"]["stages"]) == set(result["baseline_next"]["stages"]) == {"index", "retrieval", "reading"}
+    saved = next((tmp_path / "work").glob("*/saved-*"))
+    assert (saved / "ours-index" / "manifest.json").is_file() and (saved / "baseline" / "tfidv.bin").is_file()
+    assert done.stdout.count("target faster end to end:") == 2
