@@ -209,7 +209,13 @@ def _save_table(examples: Sequence[MRCExample], source: Path, directory: Path) -
 def _entry_key(path: Path, options: dict[str, Any]) -> str:
     """The file's bytes, the load options, the loader's own source and the layout on disk."""
     digest = xxhash.xxh3_128()
-    parts = [path.read_bytes(), json.dumps(options, sort_keys=True).encode("utf-8"), str(EXAMPLES_FORMAT).encode()]
+    size = 0
+    with path.open("rb") as file:  # in blocks: a KorQuAD-sized file need not sit in memory twice
+        for block in iter(lambda: file.read(1 << 23), b""):
+            digest.update(block)
+            size += len(block)
+    digest.update(size.to_bytes(8, "little"))  # where the file ends and the other parts begin
+    parts = [json.dumps(options, sort_keys=True).encode("utf-8"), str(EXAMPLES_FORMAT).encode()]
     parts += [Path(module.__file__).read_bytes() for module in _LOADER_MODULES if module.__file__]
     for part in parts:
         digest.update(len(part).to_bytes(8, "little"))
