@@ -44,6 +44,9 @@ CHOICES: dict[str, dict] = {
     "hf wordpiece-8k": {"name": "hf", "hf_vocab_size": 8000},
     "kiwi (content)+char_ngram 2-2": {"name": "kiwi+char_ngram", "kiwi_tags": list(CONTENT_KIWI_TAGS)},
     "kiwi (nouns)+char_ngram 2-2 [default]": {"name": "kiwi+char_ngram", "kiwi_tags": NOUN_TAGS},
+    "kiwi (nouns, multi-word dict)+char_ngram 2-2": {
+        "name": "kiwi+char_ngram", "kiwi_tags": NOUN_TAGS, "kiwi_multi_dict": True
+    },
     "kiwi (nouns)+char_ngram 2-3": {"name": "kiwi+char_ngram", "kiwi_tags": NOUN_TAGS, "ngram_max": 3},
     "kiwi (nouns)+char_ngram 1-2": {"name": "kiwi+char_ngram", "kiwi_tags": NOUN_TAGS, "ngram_min": 1},
     "whitespace+char_ngram 2-2": {"name": "whitespace+char_ngram"},

@@ -40,7 +40,7 @@ __all__ = ["EXAMPLES_FORMAT", "ExampleTable", "cached_mrc_examples", "examples_d
 # Bump when the layout on disk changes (it is part of the key)
 EXAMPLES_FORMAT = 1
 _INDEX = "examples.json"  # written last: its presence marks the entry complete
-# The modules whose code decides which records a file yields: their source is part of the key
+# The modules whose code decides which records a file yields: their source is part of the key (with this one's)
 _LOADER_MODULES = (mrc_formats, mrc_validation, record_files, records)
 
 
@@ -217,6 +217,7 @@ def _entry_key(path: Path, options: dict[str, Any]) -> str:
     digest.update(size.to_bytes(8, "little"))  # where the file ends and the other parts begin
     parts = [json.dumps(options, sort_keys=True).encode("utf-8"), str(EXAMPLES_FORMAT).encode()]
     parts += [Path(module.__file__).read_bytes() for module in _LOADER_MODULES if module.__file__]
+    parts.append(Path(__file__).read_bytes())  # this module: the layout and the stored digest's algorithm
     for part in parts:
         digest.update(len(part).to_bytes(8, "little"))
         digest.update(part)

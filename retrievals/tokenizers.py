@@ -62,6 +62,9 @@ DEFAULTS: dict[str, Any] = {
     "ngram_min": 2,
     "ngram_max": 2,
     "kiwi_tags": list(DEFAULT_KIWI_TAGS),
+    # Kiwi's multi-word dictionary: ~190 MB of RSS and ~1.5 s of loading, and the same recall@1/5/20 to three
+    # decimals on both sets of bench/retrieval_tokenizers.py: off unless asked for
+    "kiwi_multi_dict": False,
     "hf_name_or_path": None,
     "hf_vocab_size": 8000,
     "num_workers": 0,
@@ -140,6 +143,8 @@ class Tokenizer:
             used.update(ngram_min=n_min, ngram_max=n_max)
         if "kiwi" in names:
             used["kiwi_tags"] = cfg["kiwi_tags"]
+            if not cfg["kiwi_multi_dict"]:  # absent: loaded, as every index built before the option was
+                used["kiwi_multi_dict"] = False
         if "hf" in names:
             used.update(hf_name_or_path=cfg["hf_name_or_path"], hf_vocab_size=int(cfg["hf_vocab_size"]))
         self._config = used
@@ -297,7 +302,8 @@ class Tokenizer:
                     "retriever.tokenizer uses kiwi but kiwipiepy is not installed: pip install kiwipiepy "
                     "(its model ships in the kiwipiepy_model wheel), or pick another tokenizer."
                 ) from None
-            self._kiwi = Kiwi(num_workers=_workers(self.num_workers))
+            multi = bool(self._config.get("kiwi_multi_dict", True))
+            self._kiwi = Kiwi(num_workers=_workers(self.num_workers), load_multi_dict=multi)
             self._kiwi.tokenize("가")  # the model finishes loading on first use (~1.5 s)
         return self
 

@@ -522,6 +522,17 @@ def test_kiwi_keeps_content_morphemes():
     assert content == ["궁궐", "짓"]
 
 
+def test_kiwi_multi_word_dictionary_is_an_option_in_the_fingerprint():
+    pytest.importorskip("kiwipiepy")
+    default, multi = build_tokenizer({"name": "kiwi"}), build_tokenizer({"name": "kiwi", "kiwi_multi_dict": True})
+    assert default.config["kiwi_multi_dict"] is False and "kiwi_multi_dict" not in multi.config
+    # with the dictionary: the fingerprint of every index built before the option existed
+    assert multi.fingerprint() != default.fingerprint()
+    sentence = "세종대왕은 1443년에 훈민정음을 창제하였다."
+    assert default(sentence) == multi(sentence)
+    assert build_tokenizer("char_ngram").config == build_tokenizer({"name": "char_ngram", "kiwi_multi_dict": True}).config
+
+
 def test_char_ngrams_whitespace_and_combination():
     assert build_tokenizer("whitespace")("「서울」은, 수도!") == ["서울」은", "수도"]
     assert build_tokenizer(CHAR)("서울은 강") == ["서울", "울은", "강"]
