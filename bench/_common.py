@@ -47,10 +47,12 @@ def status_mb(field: str) -> float:
 # ----------------------------------------------------------------------------- data
 
 
-def load_examples(path: Path) -> list[dict[str, Any]]:
+def load_examples(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
+    """The file's MRC records as plain dicts (the first ``limit`` of them when given)."""
     from datamodules.mrc_formats import load_mrc_examples
 
-    return [dict(ex) for ex in load_mrc_examples(path)]
+    examples = [dict(ex) for ex in load_mrc_examples(path)]
+    return examples[:limit] if limit else examples
 
 
 def long_examples(
@@ -114,8 +116,21 @@ def prepare_datasets(
     return sets
 
 
+def add_dataset_arguments(parser: Any, long_examples: int) -> None:
+    """``--datasets`` (embedded, long or both) and ``--long-examples``, as every MRC bench script takes them."""
+    parser.add_argument("--datasets", default="embedded,long", help="embedded, long or both (comma-separated)")
+    parser.add_argument(
+        "--long-examples", type=int, default=long_examples, help="questions in the generated long set"
+    )
+
+
+def dataset_names(args: Any) -> list[str]:
+    """The sets ``--datasets`` names, in its order."""
+    return [d.strip() for d in args.datasets.split(",") if d.strip()]
+
+
 def describe_dataset(name: str, info: dict[str, Any], limit: int | None = None) -> str:
-    examples = load_examples(Path(info["train_file"]))[:limit]
+    examples = load_examples(Path(info["train_file"]), limit)
     lengths = sorted(len(ex["context"]) for ex in examples)
     median = lengths[len(lengths) // 2]
     what = (

@@ -365,7 +365,7 @@ def hf_train_set(spec: dict[str, Any], tokenizer: Any) -> Any:
     if spec["task"] == "reader":
         from bench._runqa import prepare_train_features, runqa_columns, runqa_features
 
-        raw = Dataset.from_list(runqa_columns(load_examples(Path(spec["train_file"]))[: spec["examples"]]))
+        raw = Dataset.from_list(runqa_columns(load_examples(Path(spec["train_file"]), spec["examples"])))
         return runqa_features(
             raw, prepare_train_features, tokenizer, spec["max_seq_length"], spec["doc_stride"], False
         )

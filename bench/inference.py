@@ -62,8 +62,10 @@ from lightning.pytorch import Callback  # noqa: E402
 from bench._common import (  # noqa: E402
     ROOT,
     SAMPLE,
+    add_dataset_arguments,
     build_shared_backbone,
     compose,
+    dataset_names,
     emit,
     load_examples,
     long_examples,
@@ -177,11 +179,6 @@ def steady_state(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- the paths
 
 
-def eval_examples(spec: dict[str, Any]) -> list[dict[str, Any]]:
-    examples = load_examples(Path(spec["eval_file"]))
-    return examples[: spec["max_examples"]] if spec.get("max_examples") else examples
-
-
 def run_hf(spec: dict[str, Any], path: str) -> dict[str, Any]:
     import torch  # noqa: F401
     from datasets import disable_progress_bars
@@ -192,7 +189,7 @@ def run_hf(spec: dict[str, Any], path: str) -> dict[str, Any]:
     disable_progress_bars()
     base_rss = status_mb("VmRSS")
     batch_size = RUNQA_EVAL_BATCH if path == "hf-runqa" else spec["eval_batch_size"]
-    examples = eval_examples(spec)
+    examples = load_examples(Path(spec["eval_file"]), spec.get("max_examples"))
     rounds, call_s, features = [], 0.0, 0
     for _ in range(spec["rounds"]):
         began = time.perf_counter()
@@ -397,7 +394,7 @@ def eval_sets(work: Path, long_n: int, names: list[str], seed: int) -> dict[str,
 
 
 def describe(name: str, path: Path, limit: int | None) -> str:
-    examples = load_examples(path)[:limit]
+    examples = load_examples(path, limit)
     lengths = sorted(len(ex["context"]) for ex in examples)
     what = (
         "embedded data/mrc_sample validation" if name == "embedded" else "generated from it (passages joined)"
@@ -511,10 +508,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--datasets", default="embedded,long", help="embedded, long or both (comma-separated)"
-    )
-    parser.add_argument("--long-examples", type=int, default=200, help="questions in the generated long set")
+    add_dataset_arguments(parser, long_examples=200)
     parser.add_argument(
         "--paths", default=",".join(PATHS), help=f"comma-separated subset of {', '.join(PATHS)}"
     )
@@ -551,7 +545,7 @@ def main() -> None:
     unknown = sorted(set(paths) - set(PATHS))
     if unknown:
         parser.error(f"unknown --paths {unknown}: choose from {', '.join(PATHS)}")
-    names = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    names = dataset_names(args)
 
     start = time.perf_counter()
     print(f"# Inference throughput ({machine_line()})")

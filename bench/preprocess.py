@@ -42,7 +42,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import (  # noqa: E402
+    add_dataset_arguments,
     build_shared_backbone,
+    dataset_names,
     describe_dataset,
     load_examples,
     machine_line,
@@ -94,7 +96,7 @@ def bench_dataset(
     disable_progress_bars()
     limit = args.max_examples
     train_file = Path(info["train_file"])
-    train = load_examples(train_file)[:limit]
+    train = load_examples(train_file, limit)
     if limit:  # the cold / hit rows read a file: write the cut set
         train_file = write_squad(work / name / "train.json", train)
     jsonl = work / name / "train.jsonl"
@@ -246,10 +248,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--datasets", default="embedded,long", help="embedded, long or both (comma-separated)"
-    )
-    parser.add_argument("--long-examples", type=int, default=600, help="questions in the generated long set")
+    add_dataset_arguments(parser, long_examples=600)
     parser.add_argument("--max-examples", type=int, default=None, help="use only the first N questions")
     parser.add_argument("--repeats", type=int, default=3, help="runs per cell (median)")
     parser.add_argument("--seed", type=int, default=42)
@@ -258,7 +257,7 @@ def main() -> None:
     if args.quick:
         args.long_examples, args.repeats = 16, 1
         args.max_examples = args.max_examples or 64
-    names = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    names = dataset_names(args)
     start = time.perf_counter()
     print(f"# Feature building ({machine_line()})")
     with tempfile.TemporaryDirectory(prefix="bench-preprocess-") as tmp:

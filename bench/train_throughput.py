@@ -51,8 +51,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import (  # noqa: E402
+    add_dataset_arguments,
     build_shared_backbone,
     compose,
+    dataset_names,
     describe_dataset,
     emit,
     load_examples,
@@ -124,11 +126,6 @@ class Steps:
 # ----------------------------------------------------------------------------- the paths
 
 
-def train_examples(spec: dict[str, Any]) -> list[dict[str, Any]]:
-    examples = load_examples(Path(spec["train_file"]))
-    return examples[: spec["max_examples"]] if spec.get("max_examples") else examples
-
-
 def feature_settings(spec: dict[str, Any]) -> dict[str, int]:
     return {k: spec[k] for k in ("max_seq_length", "doc_stride", "max_query_length")}
 
@@ -149,7 +146,8 @@ def run_raw(spec: dict[str, Any]) -> dict[str, Any]:
 
     base_rss = status_mb("VmRSS")
     tokenizer = AutoTokenizer.from_pretrained(spec["backbone"])
-    features = build_train_features(train_examples(spec), tokenizer, **feature_settings(spec))
+    examples = load_examples(Path(spec["train_file"]), spec.get("max_examples"))
+    features = build_train_features(examples, tokenizer, **feature_settings(spec))
     n, batch_size, steps = len(features["input_ids"]), spec["batch_size"], spec["steps"]
     keys = ("input_ids", "attention_mask", "start_positions", "end_positions")
     batches: list[dict[str, torch.Tensor]] = []
@@ -210,7 +208,7 @@ def run_hf(spec: dict[str, Any], path: str) -> dict[str, Any]:
     base_rss = status_mb("VmRSS")
     tokenizer = AutoTokenizer.from_pretrained(spec["backbone"])
     pad = path == "hf-padmax"
-    raw = Dataset.from_list(runqa_columns(train_examples(spec)))
+    raw = Dataset.from_list(runqa_columns(load_examples(Path(spec["train_file"]), spec.get("max_examples"))))
     train = runqa_features(
         raw, prepare_train_features, tokenizer, spec["max_seq_length"], spec["doc_stride"], pad
     )
@@ -403,10 +401,7 @@ def main() -> None:
     )
     parser.add_argument("--steps", type=int, default=50, help="measured optimiser steps (after --warmup)")
     parser.add_argument("--warmup", type=int, default=5, help="steps before the clock starts (>= 1)")
-    parser.add_argument(
-        "--datasets", default="embedded,long", help="embedded, long or both (comma-separated)"
-    )
-    parser.add_argument("--long-examples", type=int, default=300, help="questions in the generated long set")
+    add_dataset_arguments(parser, long_examples=300)
     parser.add_argument(
         "--paths", default=",".join(PATHS), help=f"comma-separated subset of {', '.join(PATHS)}"
     )
@@ -441,7 +436,7 @@ def main() -> None:
     unknown = sorted(set(paths) - set(PATHS))
     if unknown:
         parser.error(f"unknown --paths {unknown}: choose from {', '.join(PATHS)}")
-    names = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    names = dataset_names(args)
 
     start = time.perf_counter()
     print(f"# Training throughput ({machine_line()})")
