@@ -13,7 +13,7 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +122,15 @@ def add_dataset_arguments(parser: Any, long_examples: int) -> None:
     parser.add_argument(
         "--long-examples", type=int, default=long_examples, help="questions in the generated long set"
     )
+
+
+def chosen_paths(parser: Any, text: str, known: Mapping[str, Any] | Sequence[str]) -> list[str]:
+    """The comma-separated ``--paths`` of a bench script, each one it knows (else a usage error)."""
+    paths = [p.strip() for p in text.split(",") if p.strip()]
+    unknown = sorted(set(paths) - set(known))
+    if unknown:
+        parser.error(f"unknown --paths {unknown}: choose from {', '.join(known)}")
+    return paths
 
 
 def dataset_names(args: Any) -> list[str]:

@@ -64,6 +64,7 @@ from bench._common import (  # noqa: E402
     SAMPLE,
     add_dataset_arguments,
     build_shared_backbone,
+    chosen_paths,
     compose,
     dataset_names,
     emit,
@@ -541,10 +542,7 @@ def main() -> None:
         args.in_process = True
     if args.rounds < 2:
         parser.error("--rounds must be >= 2 (the first round warms up)")
-    paths = [p.strip() for p in args.paths.split(",") if p.strip()]
-    unknown = sorted(set(paths) - set(PATHS))
-    if unknown:
-        parser.error(f"unknown --paths {unknown}: choose from {', '.join(PATHS)}")
+    paths = chosen_paths(parser, args.paths, PATHS)
     names = dataset_names(args)
 
     start = time.perf_counter()

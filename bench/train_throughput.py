@@ -53,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._common import (  # noqa: E402
     add_dataset_arguments,
     build_shared_backbone,
+    chosen_paths,
     compose,
     dataset_names,
     describe_dataset,
@@ -432,10 +433,7 @@ def main() -> None:
         parser.error(
             "--warmup and --steps must be >= 1 (the clock starts at the end of the last warm-up step)"
         )
-    paths = [p.strip() for p in args.paths.split(",") if p.strip()]
-    unknown = sorted(set(paths) - set(PATHS))
-    if unknown:
-        parser.error(f"unknown --paths {unknown}: choose from {', '.join(PATHS)}")
+    paths = chosen_paths(parser, args.paths, PATHS)
     names = dataset_names(args)
 
     start = time.perf_counter()
